@@ -1,0 +1,135 @@
+"""Array plumbing shared by the reference: namespace, device and dtype rules (SPEC section 7).
+
+Everything that is *not* mathematics lives here, so the modules that implement the
+equations read like the derivation. Nothing in this file moves data between host and
+device: constants are created with the dtype and on the device of the array they meet.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import array_api_compat
+
+__all__ = [
+    "namespace_of",
+    "working_dtype",
+    "to_working",
+    "to_output",
+    "const",
+    "device_of",
+    "check_finite",
+    "check_nonnegative",
+    "check_positive_scalar",
+    "float_array",
+]
+
+
+def namespace_of(**arrays: Any):
+    """Return the array namespace shared by the named arrays.
+
+    Raises ``TypeError`` naming the arguments when they come from different array
+    libraries, and ``ValueError`` when they live on different devices (SPEC section 7).
+    """
+    present = {name: a for name, a in arrays.items() if a is not None}
+    for name, a in present.items():
+        if not array_api_compat.is_array_api_obj(a):
+            raise TypeError(
+                f"{name} must be an array (NumPy, PyTorch, CuPy or another array-API "
+                f"library), got {type(a).__name__}"
+            )
+    spaces: dict[str, Any] = {}
+    for name, a in present.items():
+        spaces[name] = array_api_compat.array_namespace(a)
+    distinct = {id(ns): ns for ns in spaces.values()}
+    if len(distinct) > 1:
+        desc = ", ".join(f"{n} from {ns.__name__}" for n, ns in spaces.items())
+        raise TypeError(f"all arrays must come from one array library; got {desc}")
+    xp = next(iter(spaces.values()))
+    devices = {name: device_of(a) for name, a in present.items()}
+    first_name, first_dev = next(iter(devices.items()))
+    for name, dev in devices.items():
+        if dev != first_dev:
+            raise ValueError(
+                f"all arrays must be on one device; {first_name} is on {first_dev} "
+                f"but {name} is on {dev}"
+            )
+    return xp
+
+
+def device_of(a):
+    """The device of ``a`` as array-api-compat reports it."""
+    return array_api_compat.device(a)
+
+
+def working_dtype(xp, dt, name: str):
+    """The dtype the computation runs in for an input of dtype ``dt``.
+
+    float64 and float32 compute in themselves; float16 and bfloat16 compute in float32
+    (SPEC section 7). Integer, boolean and complex input is a ``TypeError``.
+    """
+    if dt == xp.float64 or dt == xp.float32:
+        return dt
+    if _is_half(xp, dt):
+        return xp.float32
+    raise TypeError(f"{name} must have a real floating dtype, got {dt}")
+
+
+def _is_half(xp, dt) -> bool:
+    for half in ("float16", "bfloat16"):
+        cand = getattr(xp, half, None)
+        if cand is not None and dt == cand:
+            return True
+    # Libraries outside the standard may expose these only on the wrapped module.
+    return str(dt).endswith(("float16", "bfloat16"))
+
+
+def to_working(xp, a, dtype):
+    """``a`` converted to the working dtype (no copy when it already has it)."""
+    return a if a.dtype == dtype else xp.astype(a, dtype)
+
+
+def to_output(xp, a, dtype):
+    """``a`` cast back to the caller's dtype."""
+    return a if a.dtype == dtype else xp.astype(a, dtype)
+
+
+def const(xp, value: float, like):
+    """A 0-d constant with the dtype and on the device of ``like``."""
+    return xp.asarray(value, dtype=like.dtype, device=device_of(like))
+
+
+def check_finite(xp, a, name: str) -> None:
+    """``ValueError`` naming ``name`` when ``a`` holds NaN or infinity."""
+    if not bool(xp.all(xp.isfinite(a))):
+        raise ValueError(f"{name} must be finite; it contains NaN or infinity")
+
+
+def check_nonnegative(xp, a, name: str) -> None:
+    """``ValueError`` naming ``name`` when ``a`` holds a negative (or NaN) value."""
+    if not bool(xp.all(a >= 0)):
+        raise ValueError(f"{name} must be non-negative; it contains a negative value or NaN")
+
+
+def check_positive_scalar(value, name: str) -> float:
+    """A finite positive Python float, else ``ValueError``/``TypeError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real Python number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return value
+
+
+def float_array(x, name: str):
+    """Accept an array, or a Python number/sequence (then as a float64 NumPy array)."""
+    if array_api_compat.is_array_api_obj(x):
+        return x
+    if isinstance(x, bool):
+        raise TypeError(f"{name} must be a real floating array or number, got bool")
+    if isinstance(x, (int, float, list, tuple)):
+        import numpy as np
+
+        return np.asarray(x, dtype=np.float64)
+    raise TypeError(f"{name} must be an array or a real number, got {type(x).__name__}")

@@ -1,0 +1,439 @@
+"""Special functions of the vMF distribution, in pure array-API operations (SPEC section 5).
+
+The order ``nu`` is a Python scalar (it comes from the embedding dimension); the argument
+``x`` is an array of any shape, from any array-API library, on any device. No SciPy call is
+made: NumPy, PyTorch and CuPy run the same code.
+
+Algorithm (each step is an equation of the docs page *special functions*):
+
+* order ``nu >= n0``: Debye's uniform asymptotic expansion of ``I_nu(nu z)``
+  :eq:`eq-debye`, with enough terms for the working precision; it is uniform in
+  ``x`` from 0 to infinity. The ratio ``I_{nu+1}/I_nu`` is the exact derivative of the same
+  truncated expansion :eq:`eq-debye-ratio`.
+* order ``nu < n0`` and ``x <= x_s``: the ascending power series :eq:`eq-bessel-series`, all of
+  whose terms are positive.
+* order ``nu < n0`` and ``x > x_s``: Debye at the shifted order ``nu + m >= n0``, then ``m``
+  steps of the backward recurrence for the ratio :eq:`eq-ratio-recurrence`, which has only
+  positive terms and is stable.
+
+Branches are combined with ``where`` on clamped inputs, so the branch that is discarded
+never produces inf or NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
+
+from . import _arrays
+
+__all__ = ["log_iv", "bessel_ratio", "log_vmf_normalizer", "inverse_bessel_ratio"]
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+# ---------------------------------------------------------------------------------------
+# Debye polynomials u_k(t) and the algorithm's parameters
+# ---------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=None)
+def debye_polynomials(count: int) -> tuple[tuple[Fraction, ...], ...]:
+    """Exact coefficients of Debye's polynomials ``u_0 .. u_{count-1}`` :eq:`eq-debye-poly`.
+
+    ``u_0 = 1`` and ``u_{k+1}(t) = t^2 (1 - t^2) u_k'(t) / 2 + (1/8) int_0^t (1 - 5 s^2) u_k(s) ds``.
+    Entry ``j`` of each tuple is the coefficient of ``t^j``.
+    """
+    polys = [(Fraction(1),)]
+    while len(polys) < count:
+        u = polys[-1]
+        nxt = [Fraction(0)] * (len(u) + 3)
+        for j, c in enumerate(u):
+            if j:  # t^2 (1 - t^2) / 2 * j c t^(j-1)
+                nxt[j + 1] += Fraction(j) * c / 2
+                nxt[j + 3] -= Fraction(j) * c / 2
+            # (1/8) * integral of (1 - 5 s^2) c s^j
+            nxt[j + 1] += c / (8 * (j + 1))
+            nxt[j + 3] -= 5 * c / (8 * (j + 3))
+        while nxt and nxt[-1] == 0:
+            nxt.pop()
+        polys.append(tuple(nxt))
+    return tuple(polys)
+
+
+@lru_cache(maxsize=None)
+def _debye_polynomial_bound(k: int) -> float:
+    """``max_{0<=t<=1} |u_k(t)|``, sampled finely (used to pick the number of terms)."""
+    u = debye_polynomials(k + 1)[k]
+    best = 0.0
+    for i in range(2001):
+        t = i / 2000
+        best = max(best, abs(sum(float(c) * t**j for j, c in enumerate(u))))
+    return best
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where each method is used, for one floating-point precision.
+
+    ``debye_min_order`` is ``n0``; ``debye_terms`` the number of terms of the Debye sum at
+    order ``n0`` (higher orders need no more); ``series_max_x`` is ``x_s`` and
+    ``series_terms`` the number of power-series terms that reach ``x_s``.
+    """
+
+    debye_min_order: float
+    debye_terms: int
+    series_max_x: float
+    series_terms: int
+
+
+@lru_cache(maxsize=None)
+def plan_for_eps(eps: float) -> Plan:
+    """Choose ``n0``, the Debye terms, ``x_s`` and the series terms from machine epsilon.
+
+    A truncated asymptotic sum errs by about its first omitted term, ``max|u_K| / n0^K``;
+    the power series at ``x_s`` errs by its first omitted term relative to its sum. Both
+    are pushed below ``eps / 16``.
+    """
+    n0 = 30.0 if eps < 1e-10 else 10.0
+    x_s = n0 / 2
+    target = eps / 16
+    k = 1
+    while _debye_polynomial_bound(k) / n0**k >= target:
+        k += 1
+    terms = k  # u_0 .. u_{k-1}; u_k is the first omitted
+    q = (x_s / 2) ** 2
+    j, term = 0, 1.0
+    while term >= target:
+        j += 1
+        term *= q / (j * j)
+    return Plan(n0, terms, x_s, j)
+
+
+def _plan(xp, dtype) -> Plan:
+    return plan_for_eps(float(xp.finfo(dtype).eps))
+
+
+@lru_cache(maxsize=None)
+def _debye_sum_coefficients(n: float, terms: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Coefficients in ``t`` of ``S(t) = sum_k u_k(t) / n^k`` and of ``S'(t)``, as floats.
+
+    Summed exactly in rationals for this order ``n``, then rounded once.
+    """
+    polys = debye_polynomials(terms)
+    inv_n = 1 / Fraction(n)
+    degree = 3 * (terms - 1)
+    coeffs = [Fraction(0)] * (degree + 1)
+    for k, u in enumerate(polys):
+        scale = inv_n**k
+        for j, c in enumerate(u):
+            coeffs[j] += c * scale
+    deriv = [j * c for j, c in enumerate(coeffs)][1:]
+    return tuple(float(c) for c in coeffs), tuple(float(c) for c in deriv)
+
+
+def _horner(xp, coeffs, t):
+    """``sum_j coeffs[j] t^j`` by Horner's rule."""
+    acc = xp.zeros_like(t) + coeffs[-1]
+    for c in reversed(coeffs[:-1]):
+        acc = acc * t + c
+    return acc
+
+
+# ---------------------------------------------------------------------------------------
+# The three methods
+# ---------------------------------------------------------------------------------------
+
+
+def _debye_pieces(xp, n: float, x, terms: int):
+    """``s = sqrt(n^2 + x^2)``, ``log S(t)`` and ``S'(t)/S(t)`` at ``t = n/s`` :eq:`eq-debye`."""
+    s = xp.hypot(xp.zeros_like(x) + n, x)
+    t = n / s
+    c, dc = _debye_sum_coefficients(n, terms)
+    big_s = _horner(xp, c, t)
+    dlog_s = _horner(xp, dc, t) / big_s
+    return s, xp.log(big_s), dlog_s
+
+
+def _debye_log_iv(xp, n: float, x, terms: int):
+    """log I_n(x) by Debye's expansion :eq:`eq-debye` (order ``n >= n0``)."""
+    s, log_sum, _ = _debye_pieces(xp, n, x, terms)
+    return n * (xp.log(x) - xp.log(n + s)) + s - 0.5 * _LOG_2PI - 0.5 * xp.log(s) + log_sum
+
+
+def _debye_log_iv_scaled(xp, n: float, x, terms: int):
+    """log I_n(x) - n log x by Debye's expansion :eq:`eq-debye`; finite at ``x = 0``."""
+    s, log_sum, _ = _debye_pieces(xp, n, x, terms)
+    return s - n * xp.log(n + s) - 0.5 * _LOG_2PI - 0.5 * xp.log(s) + log_sum
+
+
+def _debye_ratio(xp, n: float, x, terms: int):
+    """I_{n+1}(x) / I_n(x) as the derivative of Debye's expansion :eq:`eq-debye-ratio`.
+
+    ``d/dx log I_n(x) - n/x = x [1/(n+s) - 1/(2 s^2) - (n/s^3) S'(t)/S(t)]``.
+    """
+    s, _, dlog_s = _debye_pieces(xp, n, x, terms)
+    inv_s = 1 / s
+    return x * (1 / (n + s) - 0.5 * inv_s * inv_s - n * inv_s * inv_s * inv_s * dlog_s)
+
+
+def _series_sums(xp, nu: float, x, terms: int):
+    """``sum_k (x^2/4)^k / (k! (nu+1)_k)`` for orders ``nu`` and ``nu+1`` :eq:`eq-bessel-series`."""
+    q = 0.25 * x * x
+    term0 = xp.ones_like(x)
+    term1 = xp.ones_like(x)
+    sum0 = xp.ones_like(x)
+    sum1 = xp.ones_like(x)
+    for k in range(1, terms + 1):
+        term0 = term0 * q / (k * (nu + k))
+        term1 = term1 * q / (k * (nu + 1 + k))
+        sum0 = sum0 + term0
+        sum1 = sum1 + term1
+    return sum0, sum1
+
+
+def _series_log_iv_scaled(xp, nu: float, x, terms: int):
+    """log I_nu(x) - nu log x from the power series :eq:`eq-bessel-series`."""
+    sum0, _ = _series_sums(xp, nu, x, terms)
+    return xp.log(sum0) - (nu * math.log(2.0) + math.lgamma(nu + 1.0))
+
+
+def _series_ratio(xp, nu: float, x, terms: int):
+    """I_{nu+1}(x) / I_nu(x) from the power series :eq:`eq-bessel-series`."""
+    sum0, sum1 = _series_sums(xp, nu, x, terms)
+    return (0.5 / (nu + 1)) * x * sum1 / sum0
+
+
+def _recurrence_down(xp, nu: float, x, plan: Plan):
+    """Ratios and log I from order ``nu + m >= n0`` down to ``nu`` :eq:`eq-ratio-recurrence`.
+
+    ``r_{k-1} = x / (2k + x r_k)`` and ``I_{k-1}/I_k = 2k/x + r_k``; returns
+    ``(log I_nu(x), r_nu(x))`` for ``x > 0``.
+    """
+    m = math.ceil(plan.debye_min_order - nu)
+    top = nu + m
+    ratio = _debye_ratio(xp, top, x, plan.debye_terms)
+    growth = xp.ones_like(x)
+    for k in (top - i for i in range(m)):
+        growth = growth * (2 * k / x + ratio)
+        ratio = x / (2 * k + x * ratio)
+    return _debye_log_iv(xp, top, x, plan.debye_terms) + xp.log(growth), ratio
+
+
+# ---------------------------------------------------------------------------------------
+# Public functions
+# ---------------------------------------------------------------------------------------
+
+
+def ratio_working(xp, nu: float, x):
+    """I_{nu+1}(x) / I_nu(x) on a validated working-dtype array (all three methods)."""
+    plan = _plan(xp, x.dtype)
+    if nu >= plan.debye_min_order:
+        return _debye_ratio(xp, nu, x, plan.debye_terms)
+    xs = plan.series_max_x
+    _, by_recurrence = _recurrence_down(xp, nu, xp.maximum(x, xs), plan)
+    by_series = _series_ratio(xp, nu, xp.minimum(x, xs), plan.series_terms)
+    return xp.where(x <= xs, by_series, by_recurrence)
+
+
+def _check_order(nu, name: str = "nu") -> float:
+    if isinstance(nu, bool) or not isinstance(nu, (int, float)):
+        raise TypeError(f"{name} must be a real Python number, got {type(nu).__name__}")
+    nu = float(nu)
+    if not math.isfinite(nu) or nu < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {nu}")
+    return nu
+
+
+def _prepare(x, name: str):
+    x = _arrays.float_array(x, name)
+    xp = _arrays.namespace_of(**{name: x})
+    dtype = _arrays.working_dtype(xp, x.dtype, name)
+    xw = _arrays.to_working(xp, x, dtype)
+    _arrays.check_nonnegative(xp, xw, name)
+    _arrays.check_finite(xp, xw, name)
+    return xp, xw, x.dtype
+
+
+def _log_iv_scaled(xp, nu: float, x):
+    """log I_nu(x) - nu log x, finite and exact at ``x = 0`` (working dtype, validated x)."""
+    plan = _plan(xp, x.dtype)
+    if nu >= plan.debye_min_order:
+        return _debye_log_iv_scaled(xp, nu, x, plan.debye_terms)
+    xs = plan.series_max_x
+    small = xp.minimum(x, xs)
+    large = xp.maximum(x, xs)
+    log_iv_large, _ = _recurrence_down(xp, nu, large, plan)
+    by_recurrence = log_iv_large - nu * xp.log(large)
+    by_series = _series_log_iv_scaled(xp, nu, small, plan.series_terms)
+    return xp.where(x <= xs, by_series, by_recurrence)
+
+
+def log_iv(nu, x):
+    """Natural log of the modified Bessel function of the first kind, ``log I_nu(x)``.
+
+    Implements :eq:`eq-debye`, :eq:`eq-bessel-series` and :eq:`eq-ratio-recurrence`.
+
+    Parameters
+    ----------
+    nu : float
+        Order, a Python number ``>= 0``.
+    x : array
+        Argument, ``>= 0`` and finite, any shape, any array-API library and device.
+
+    Returns
+    -------
+    array
+        ``log I_nu(x)`` in the dtype, namespace and device of ``x``; ``-inf`` at
+        ``x = 0`` when ``nu > 0`` (where ``I_nu(0) = 0``) and 0 when ``nu = 0``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from probcon_ref.special import log_iv
+    >>> float(log_iv(0.5, np.asarray(1.0)))  # I_{1/2}(1) = sqrt(2/pi) sinh(1)
+    -0.0609...
+    """
+    nu = _check_order(nu)
+    xp, x, out_dtype = _prepare(x, "x")
+    plan = _plan(xp, x.dtype)
+    if nu == 0:
+        out = _log_iv_scaled(xp, nu, x)
+    else:
+        # log I_nu(0) = -inf for nu > 0; evaluate on a clamped copy so no branch divides by 0.
+        positive = x > 0
+        safe_x = xp.where(positive, x, xp.ones_like(x))
+        if nu >= plan.debye_min_order:
+            finite = _debye_log_iv(xp, nu, safe_x, plan.debye_terms)
+        else:
+            finite = _log_iv_scaled(xp, nu, safe_x) + nu * xp.log(safe_x)
+        out = xp.where(positive, finite, xp.full_like(x, -math.inf))
+    return _arrays.to_output(xp, out, out_dtype)
+
+
+def bessel_ratio(nu, x):
+    """The ratio ``I_{nu+1}(x) / I_nu(x)`` :eq:`eq-debye-ratio`.
+
+    For ``nu = d/2 - 1`` this is the vMF mean resultant length ``A_d(x)`` :eq:`eq-mean-resultant`,
+    and ``d/dx log C_d(x) = -A_d(x)``. Zero at ``x = 0``; tends to 1 as ``x`` grows.
+
+    Parameters
+    ----------
+    nu : float
+        Order, a Python number ``>= 0``.
+    x : array
+        Argument, ``>= 0`` and finite.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from probcon_ref.special import bessel_ratio
+    >>> float(bessel_ratio(0.5, np.asarray(2.0)))  # coth(2) - 1/2
+    0.5373...
+    """
+    nu = _check_order(nu)
+    xp, x, out_dtype = _prepare(x, "x")
+    return _arrays.to_output(xp, ratio_working(xp, nu, x), out_dtype)
+
+
+def _check_dimension(d) -> int:
+    if isinstance(d, bool) or not isinstance(d, int):
+        raise TypeError(f"d must be a Python int, got {type(d).__name__}")
+    if d < 2:
+        raise ValueError(f"d must be >= 2, got {d}")
+    return d
+
+
+def log_vmf_normalizer_working(xp, d: int, kappa):
+    """``log C_d(kappa)`` on an already validated working-dtype array :eq:`eq-vmf-normalizer`.
+
+    ``log C_d(k) = nu log k - (d/2) log(2 pi) - log I_nu(k) = -(d/2) log(2 pi) - [log I_nu(k) - nu log k]``,
+    the bracket computed as one scaled quantity so that ``k = 0`` gives the exact limit.
+    """
+    nu = d / 2 - 1
+    return -(d / 2) * _LOG_2PI - _log_iv_scaled(xp, nu, kappa)
+
+
+def mean_resultant_length_working(xp, d: int, kappa):
+    """``A_d(kappa) = I_{d/2}(kappa) / I_{d/2-1}(kappa)`` on a validated array :eq:`eq-mean-resultant`."""
+    return ratio_working(xp, d / 2 - 1, kappa)
+
+
+def log_vmf_normalizer(d, kappa):
+    """Log-normaliser of the von Mises-Fisher density on the unit sphere in ``R^d``.
+
+    ``log C_d(kappa) = nu log(kappa) - (d/2) log(2 pi) - log I_nu(kappa)`` with ``nu = d/2 - 1``
+    :eq:`eq-vmf-normalizer`, and at ``kappa = 0`` its limit
+    ``lgamma(d/2) - log 2 - (d/2) log pi`` (the uniform density), reached continuously.
+
+    Parameters
+    ----------
+    d : int
+        Dimension of the ambient space, ``>= 2``.
+    kappa : array
+        Concentrations, ``>= 0`` and finite.
+
+    Examples
+    --------
+    >>> import numpy as np, math
+    >>> from probcon_ref.special import log_vmf_normalizer
+    >>> float(log_vmf_normalizer(3, np.asarray(0.0))) == -math.log(4 * math.pi)
+    True
+    """
+    d = _check_dimension(d)
+    xp, kappa, out_dtype = _prepare(kappa, "kappa")
+    return _arrays.to_output(xp, log_vmf_normalizer_working(xp, d, kappa), out_dtype)
+
+
+def inverse_bessel_ratio(nu, rho, *, iterations: int | None = None):
+    """The ``x >= 0`` with ``bessel_ratio(nu, x) = rho``, for ``0 <= rho < 1`` :eq:`eq-optimal-kappa`.
+
+    With ``nu = d/2 - 1`` this is the optimal confidence ``A_d^{-1}(c)`` of a positive pair
+    whose views have cosine ``c``. Starts from the approximation of Banerjee et al. (2005),
+    ``x0 = rho (2 nu + 2 - rho^2) / (1 - rho^2)``, then Newton steps on ``log A(x) = log rho``
+    using ``A'(x) = 1 - A^2 - (2 nu + 1) A / x``.
+
+    Parameters
+    ----------
+    nu : float
+        Order, ``>= 0``.
+    rho : array
+        Target ratio in ``[0, 1)``.
+    iterations : int, optional
+        Number of Newton steps (default: enough for the working precision).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from probcon_ref.special import bessel_ratio, inverse_bessel_ratio
+    >>> x = inverse_bessel_ratio(63.0, np.asarray([0.25, 0.9]))
+    >>> np.allclose(bessel_ratio(63.0, x), [0.25, 0.9], rtol=1e-14)
+    True
+    """
+    nu = _check_order(nu)
+    rho = _arrays.float_array(rho, "rho")
+    xp = _arrays.namespace_of(rho=rho)
+    dtype = _arrays.working_dtype(xp, rho.dtype, "rho")
+    out_dtype = rho.dtype
+    r = _arrays.to_working(xp, rho, dtype)
+    _arrays.check_finite(xp, r, "rho")
+    if not bool(xp.all((r >= 0) & (r < 1))):
+        raise ValueError("rho must lie in [0, 1)")
+    if iterations is None:
+        iterations = 12 if dtype == xp.float64 else 8
+    p = 2 * nu + 2
+    x = r * (p - r * r) / (1 - r * r)
+    positive = r > 0
+    safe_r = xp.where(positive, r, xp.ones_like(r) * 0.5)
+    x = xp.where(positive, x, xp.ones_like(x))
+    log_target = xp.log(safe_r)
+    for _ in range(iterations):
+        a = ratio_working(xp, nu, x)
+        slope = (1 - a * a) / a - (2 * nu + 1) / x  # d log A / dx
+        step = (xp.log(a) - log_target) / slope
+        # Newton in x, kept positive by never stepping more than halfway to zero.
+        x = xp.maximum(x - step, 0.5 * x)
+    x = xp.where(positive, x, xp.zeros_like(x))
+    return _arrays.to_output(xp, x, out_dtype)
