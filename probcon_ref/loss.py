@@ -42,7 +42,35 @@ class NTXentGrads(NamedTuple):
 
 
 # ---------------------------------------------------------------------------------------
-# Forward: from raw embeddings to per-anchor losses
+# What distinguishes the two losses: the concentration of each candidate
+# ---------------------------------------------------------------------------------------
+
+
+class Concentrations(NamedTuple):
+    """Per-candidate scale and bias of the logits ``F_ab = bias_b + scale_b c_ab``.
+
+    PCL: ``scale_b = kappa_b``, ``bias_b = log C_d(kappa_b)``. NT-Xent: ``scale_b = 1/tau`` and
+    no bias (equal normalisers cancel in the softmax), which is the PCL with every
+    ``kappa_b = 1/tau``.
+    """
+
+    scale: object  # (2N,)
+    bias: object  # (2N,) or None
+
+
+def pcl_concentrations(xp, kappa, d: int) -> Concentrations:
+    """``scale = kappa``, ``bias = log C_d(kappa)`` for the PCL logits :eq:`eq-pcl-logits`."""
+    return Concentrations(kappa, log_vmf_normalizer_working(xp, d, kappa))
+
+
+def ntxent_concentrations(xp, temperature: float, like) -> Concentrations:
+    """``scale = 1/tau`` for every candidate, no bias :eq:`eq-ntxent-logits`."""
+    scale = xp.full((like.shape[0],), 1.0 / temperature, dtype=like.dtype, device=_arrays.device_of(like))
+    return Concentrations(scale, None)
+
+
+# ---------------------------------------------------------------------------------------
+# Forward: from raw embeddings to per-anchor losses, one block of anchors at a time
 # ---------------------------------------------------------------------------------------
 
 
@@ -58,75 +86,78 @@ def unit_directions(xp, z):
     return y / length, scale * length
 
 
-def cosines(xp, mu):
-    """``c_ab = mu_a . mu_b`` for all pairs of views :eq:`eq-cosine`."""
-    return mu @ xp.matrix_transpose(mu)
+def positive_index(xp, n: int, rows):
+    """``p(a) = (a + N) mod 2N`` for the anchors ``a`` in ``rows`` :eq:`eq-positive`."""
+    return (rows + n) % (2 * n)
 
 
-def positive_index(xp, n: int, like):
-    """``p(a) = (a + N) mod 2N``, the index of each anchor's positive :eq:`eq-positive`."""
-    a = xp.arange(2 * n, device=_arrays.device_of(like))
-    return (a + n) % (2 * n)
+def cosines(xp, mu_rows, mu):
+    """``c_ab = mu_a . mu_b`` for anchors ``a`` in the block and every candidate ``b`` :eq:`eq-cosine`."""
+    return mu_rows @ xp.matrix_transpose(mu)
 
 
-def exclude_diagonal(xp, logits):
-    """Set ``F_aa = -inf``: an anchor is never its own candidate :eq:`eq-loss`."""
-    m = logits.shape[0]
-    idx = xp.arange(m, device=_arrays.device_of(logits))
-    diagonal = idx[:, None] == idx[None, :]
-    return xp.where(diagonal, _arrays.const(xp, -math.inf, logits), logits)
+def positive_cosines(xp, mu_rows, mu_pos):
+    """``c_{a,p(a)}``, one per anchor :eq:`eq-cosine`."""
+    return xp.sum(mu_rows * mu_pos, axis=1)
 
 
-def pcl_logits(xp, cos, kappa, d: int):
-    """``F_ab = log C_d(kappa_b) + kappa_b c_ab``, diagonal excluded :eq:`eq-pcl-logits`."""
-    log_c = log_vmf_normalizer_working(xp, d, kappa)
-    return exclude_diagonal(xp, log_c[None, :] + kappa[None, :] * cos)
+def logits(xp, cos, conc: Concentrations, cols=None):
+    """``F_ab = log C_d(kappa_b) + kappa_b c_ab`` (PCL) or ``c_ab / tau`` (NT-Xent).
+
+    Implements :eq:`eq-pcl-logits` and :eq:`eq-ntxent-logits`; ``cols`` selects candidates
+    (all of them when ``None``).
+    """
+    scale = conc.scale if cols is None else xp.take(conc.scale, cols)
+    out = scale * cos if cols is not None else scale[None, :] * cos
+    if conc.bias is not None:
+        bias = conc.bias if cols is None else xp.take(conc.bias, cols)
+        out = out + (bias if cols is not None else bias[None, :])
+    return out
 
 
-def ntxent_logits(xp, cos, temperature: float):
-    """``F_ab = c_ab / tau``, diagonal excluded :eq:`eq-ntxent-logits`."""
-    return exclude_diagonal(xp, cos / temperature)
+def logit_gaps(xp, cos, pos_logit, rows, n: int, conc: Concentrations):
+    """``delta_ab = F_ab - F_{a,p(a)}`` over the negatives ``b not in {a, p(a)}`` :eq:`eq-loss-stable`.
 
-
-def positive_logits(xp, logits, n: int):
-    """``F_{a,p(a)}`` for every anchor, shape (2N, 1)."""
-    p = positive_index(xp, n, logits)
-    return xp.take_along_axis(logits, p[:, None], axis=1)
+    The anchor itself and its positive are set to ``-inf``: the anchor is never its own
+    candidate :eq:`eq-loss`, and the positive's gap is exactly 0 by definition, so it is
+    carried analytically rather than through the matrix.
+    """
+    cols = xp.arange(cos.shape[1], device=_arrays.device_of(cos))
+    excluded = (cols[None, :] == rows[:, None]) | (cols[None, :] == positive_index(xp, n, rows)[:, None])
+    gaps = logits(xp, cos, conc) - pos_logit[:, None]
+    return xp.where(excluded, _arrays.const(xp, -math.inf, gaps), gaps)
 
 
 class AnchorTerms(NamedTuple):
-    """What the forward pass keeps per anchor for the loss and the gradient.
+    """Per-anchor quantities of the shifted softmax :eq:`eq-loss-stable`.
 
-    ``shifted[a, b] = exp(delta_ab - m_a)`` with ``delta_ab = F_ab - F_{a,p(a)}`` and
-    ``m_a = max_b delta_ab``; ``is_max`` marks the (first) maximising candidate, whose
-    shifted term is exactly 1; ``rest[a]`` is the sum of the other shifted terms.
+    ``m_a = max(0, max_b delta_ab)`` (the positive's gap is 0); ``e[a, b] = exp(delta_ab - m_a)``
+    over the negatives; ``s_a = sum_b e[a, b]``; ``z_a = exp(-m_a) + s_a``, the softmax
+    denominator in the same shifted units.
     """
 
     m: object
-    shifted: object
-    is_max: object
-    rest: object
+    e: object
+    s: object
+    z: object
 
 
-def anchor_terms(xp, logits, n: int) -> AnchorTerms:
-    """Differences to the positive, shifted by their maximum :eq:`eq-loss-stable`."""
-    delta = logits - positive_logits(xp, logits, n)
-    m = xp.max(delta, axis=1, keepdims=True)
-    shifted = xp.exp(delta - m)
-    cols = xp.arange(logits.shape[1], device=_arrays.device_of(logits))
-    is_max = cols[None, :] == xp.argmax(delta, axis=1)[:, None]
-    zero = _arrays.const(xp, 0.0, logits)
-    rest = xp.sum(xp.where(is_max, zero, shifted), axis=1, keepdims=True)
-    return AnchorTerms(m, shifted, is_max, rest)
+def anchor_terms(xp, gaps) -> AnchorTerms:
+    """Shift the gaps by their maximum (and the positive's 0) and exponentiate :eq:`eq-loss-stable`."""
+    m = xp.maximum(xp.max(gaps, axis=1), _arrays.const(xp, 0.0, gaps))
+    e = xp.exp(gaps - m[:, None])
+    s = xp.sum(e, axis=1)
+    return AnchorTerms(m, e, s, xp.exp(-m) + s)
 
 
 def per_anchor_loss(xp, terms: AnchorTerms):
-    """``loss_a = m_a + log1p(sum_{b != a, b != argmax} exp(delta_ab - m_a))`` :eq:`eq-loss-stable`.
+    """``loss_a = m_a + log1p(s_a + expm1(-m_a))`` :eq:`eq-loss-stable`.
 
-    Equal to ``-F_{a,p(a)} + log sum_{b != a} exp(F_ab)`` :eq:`eq-loss`, without subtracting
-    two nearly equal numbers when the positive dominates.
+    Equal to ``-F_{a,p(a)} + log sum_{b != a} exp(F_ab)`` :eq:`eq-loss`. When the positive
+    dominates (``m_a = 0``) this is ``log1p(s_a)``, exact for losses down to underflow;
+    the textbook form subtracts two nearly equal numbers there.
     """
-    return (terms.m + xp.log1p(terms.rest))[:, 0]
+    return terms.m + xp.log1p(terms.s + xp.expm1(-terms.m))
 
 
 # ---------------------------------------------------------------------------------------
@@ -134,47 +165,53 @@ def per_anchor_loss(xp, terms: AnchorTerms):
 # ---------------------------------------------------------------------------------------
 
 
-def softmax_over_candidates(xp, terms: AnchorTerms):
-    """``P_ab = exp(F_ab) / sum_{b' != a} exp(F_ab')`` :eq:`eq-softmax`."""
-    return terms.shifted / (1 + terms.rest)
+def negative_weights(xp, terms: AnchorTerms, w_rows):
+    """``W_ab = w_a P_ab`` for the negatives, ``P_ab = e[a, b] / z_a`` :eq:`eq-softmax` :eq:`eq-residual`.
 
-
-def residual_weights(xp, probs, weights, n: int):
-    """``W_ab = w_a (P_ab - Y_ab)``, with the positive's entry from the others :eq:`eq-residual`.
-
-    ``W_{a,p(a)} = -w_a sum_{b not in {a, p(a)}} P_ab`` :eq:`eq-residual-positive`: this avoids
-    ``P_ap - 1``, which cancels when the positive is confidently matched.
+    ``W_aa = 0`` and the positive's entry is kept separately (:func:`positive_weights`).
     """
-    p = positive_index(xp, n, probs)
-    cols = xp.arange(probs.shape[1], device=_arrays.device_of(probs))
-    is_positive = cols[None, :] == p[:, None]
-    zero = _arrays.const(xp, 0.0, probs)
-    others = xp.where(is_positive, zero, probs)
-    w = weights[:, None]
-    return xp.where(is_positive, -w * xp.sum(others, axis=1, keepdims=True), w * others)
+    return terms.e * (w_rows / terms.z)[:, None]
 
 
-def pcl_cosine_grad(xp, resid, kappa):
-    """``G_ab = dL/dc_ab = W_ab kappa_b`` :eq:`eq-grad-cos`."""
-    return resid * kappa[None, :]
+def positive_weights(xp, terms: AnchorTerms, w_rows):
+    """``W_{a,p(a)} = -w_a sum_{b not in {a,p(a)}} P_ab = -w_a s_a / z_a`` :eq:`eq-residual-positive`.
+
+    Never ``w_a (P_{a,p(a)} - 1)``, which cancels when the positive is confidently matched.
+    """
+    return -w_rows * terms.s / terms.z
 
 
-def ntxent_cosine_grad(xp, resid, temperature: float):
-    """``G_ab = dL/dc_ab = W_ab / tau`` :eq:`eq-grad-cos`."""
-    return resid / temperature
+class Accumulated(NamedTuple):
+    """Sums over anchor blocks that the gradient needs (all O(2N d) or O(2N))."""
+
+    row_part: list  # per block: sum_b W_ab scale_b mu_b, for the block's anchors
+    col_part: object  # (2N, d): sum_a W_ab mu_a for every candidate b (negatives only)
+    col_sum: object  # (2N,): sum_a W_ab (negatives only)
 
 
-def kappa_grad(xp, resid, cos, mean_length):
+def direction_grad(xp, acc: Accumulated, w_pos, conc: Concentrations, mu, n: int):
+    """``dL/dmu_a = sum_b (G_ab + G_ba) mu_b`` with ``G_ab = W_ab scale_b`` :eq:`eq-grad-cos` :eq:`eq-grad-mu`.
+
+    Negatives: ``sum_b W_ab scale_b mu_b`` (rows) plus ``scale_a sum_b W_ba mu_b`` (columns).
+    Positives, one per row: ``(W_{a,p(a)} scale_{p(a)} + W_{p(a),a} scale_a) mu_{p(a)}``.
+    """
+    pos = positive_index(xp, n, xp.arange(2 * n, device=_arrays.device_of(mu)))
+    scale = conc.scale
+    negatives = xp.concat(acc.row_part, axis=0) + scale[:, None] * acc.col_part
+    pos_coef = w_pos * xp.take(scale, pos) + xp.take(w_pos, pos) * scale
+    return negatives + pos_coef[:, None] * xp.take(mu, pos, axis=0)
+
+
+def kappa_grad(xp, acc: Accumulated, w_pos, c_pos, mu, mean_length, n: int):
     """``dL/dkappa_b = sum_{a != b} W_ab (c_ab - A_d(kappa_b))`` :eq:`eq-grad-kappa`.
 
-    ``W_bb = 0``, so the diagonal adds nothing.
+    ``sum_a W_ab c_ab = mu_b . sum_a W_ab mu_a`` reuses the column sums of the direction
+    gradient; the positive of column ``b`` is row ``p(b)``, with ``c_{p(b),b} = c_{b,p(b)}``.
     """
-    return xp.sum(resid * (cos - mean_length[None, :]), axis=0)
-
-
-def direction_grad(xp, cos_grad, mu):
-    """``dL/dmu_a = sum_b (G_ab + G_ba) mu_b`` :eq:`eq-grad-mu`."""
-    return (cos_grad + xp.matrix_transpose(cos_grad)) @ mu
+    pos = positive_index(xp, n, xp.arange(2 * n, device=_arrays.device_of(mu)))
+    w_in = xp.take(w_pos, pos)  # W_{p(b), b}
+    weighted_cos = xp.sum(mu * acc.col_part, axis=1) + w_in * c_pos
+    return weighted_cos - mean_length * (acc.col_sum + w_in)
 
 
 def embedding_grad(xp, mu_grad, mu, norm):
@@ -184,23 +221,71 @@ def embedding_grad(xp, mu_grad, mu, norm):
 
 
 # ---------------------------------------------------------------------------------------
+# The driver: anchors in blocks of rows, so memory is O(block x 2N)
+# ---------------------------------------------------------------------------------------
+
+#: Elements of one (block x 2N) matrix when ``block_size`` is not given: 2**24 (128 MiB in
+#: float64). Batches with 2N up to 4096 run as a single block.
+DEFAULT_BLOCK_ELEMENTS = 2**24
+
+
+def row_blocks(total: int, block_size: int | None):
+    """``(start, stop)`` of each block of anchor rows."""
+    if block_size is None:
+        block_size = max(1, DEFAULT_BLOCK_ELEMENTS // total)
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"block_size must be a positive int or None, got {block_size!r}")
+    return [(r, min(r + block_size, total)) for r in range(0, total, block_size)]
+
+
+class Pass(NamedTuple):
+    losses: object  # (2N,)
+    mu: object
+    norm: object
+    c_pos: object  # (2N,)
+    w_pos: object  # (2N,) or None
+    acc: Accumulated | None
+
+
+def contrast(xp, batch: _inputs.Batch, conc: Concentrations, *, with_grad: bool, block_size=None) -> Pass:
+    """Per-anchor losses and, if asked, the block sums the gradient needs."""
+    n, dev = batch.n, _arrays.device_of(batch.z)
+    mu, norm = unit_directions(xp, batch.z)
+    all_rows = xp.arange(2 * n, device=dev)
+    pos = positive_index(xp, n, all_rows)
+    c_pos = positive_cosines(xp, mu, xp.take(mu, pos, axis=0))
+    pos_logit = logits(xp, c_pos, conc, cols=pos)
+    losses, w_pos, row_part = [], [], []
+    col_part = xp.zeros_like(mu) if with_grad else None
+    col_sum = xp.zeros_like(conc.scale) if with_grad else None
+    for r0, r1 in row_blocks(2 * n, block_size):
+        rows = all_rows[r0:r1]
+        gaps = logit_gaps(xp, cosines(xp, mu[r0:r1, ...], mu), pos_logit[r0:r1], rows, n, conc)
+        terms = anchor_terms(xp, gaps)
+        del gaps
+        losses.append(per_anchor_loss(xp, terms))
+        if with_grad:
+            w_rows = batch.weights[r0:r1]
+            w_neg = negative_weights(xp, terms, w_rows)
+            w_pos.append(positive_weights(xp, terms, w_rows))
+            row_part.append(w_neg @ (conc.scale[:, None] * mu))
+            col_part = col_part + xp.matrix_transpose(w_neg) @ mu[r0:r1, ...]
+            col_sum = col_sum + xp.sum(w_neg, axis=0)
+    acc = Accumulated(row_part, col_part, col_sum) if with_grad else None
+    w_pos_all = xp.concat(w_pos) if with_grad else None
+    return Pass(xp.concat(losses), mu, norm, c_pos, w_pos_all, acc)
+
+
+def _split(a, n: int):
+    return a[:n, ...], a[n:, ...]
+
+
+# ---------------------------------------------------------------------------------------
 # Public functions
 # ---------------------------------------------------------------------------------------
 
 
-def _forward(xp, batch: _inputs.Batch, logits_of):
-    mu, norm = unit_directions(xp, batch.z)
-    cos = cosines(xp, mu)
-    logits = logits_of(cos)
-    terms = anchor_terms(xp, logits, batch.n)
-    return mu, norm, cos, terms
-
-
-def _split(xp, a, n: int):
-    return a[:n, ...], a[n:, ...]
-
-
-def pcl_loss(z1, z2, kappa1, kappa2, *, reduction: str = "mean"):
+def pcl_loss(z1, z2, kappa1, kappa2, *, reduction: str = "mean", block_size: int | None = None):
     """The probabilistic contrastive loss :eq:`eq-loss`, :eq:`eq-pcl-logits`.
 
     Parameters
@@ -210,7 +295,11 @@ def pcl_loss(z1, z2, kappa1, kappa2, *, reduction: str = "mean"):
     kappa1, kappa2 : array, shape (N,)
         Concentrations (confidences) ``>= 0`` of the views.
     reduction : {"mean", "sum", "none"}
-        Mean or sum over the 2N anchors, or the per-anchor losses (view 1 first).
+        Mean or sum over the 2N anchors, or the per-anchor losses (view 1 first)
+        :eq:`eq-reduction`.
+    block_size : int, optional
+        Anchors processed at a time; peak extra memory is O(block_size x 2N). By default
+        blocks hold about 2**24 matrix entries (one block up to 2N = 4096).
 
     Returns
     -------
@@ -230,11 +319,12 @@ def pcl_loss(z1, z2, kappa1, kappa2, *, reduction: str = "mean"):
     """
     batch = _inputs.pcl_batch(z1, z2, kappa1, kappa2, reduction, None, allow_none=True)
     xp = batch.xp
-    _, _, _, terms = _forward(xp, batch, lambda cos: pcl_logits(xp, cos, batch.kappa, batch.d))
-    return _inputs.finish_loss(batch, per_anchor_loss(xp, terms))
+    conc = pcl_concentrations(xp, batch.kappa, batch.d)
+    return _inputs.finish_loss(batch, contrast(xp, batch, conc, with_grad=False, block_size=block_size).losses)
 
 
-def pcl_loss_and_grad(z1, z2, kappa1, kappa2, *, reduction: str = "mean", weights=None):
+def pcl_loss_and_grad(z1, z2, kappa1, kappa2, *, reduction: str = "mean", weights=None,
+                      block_size: int | None = None):
     """The PCL and its analytic gradient :eq:`eq-residual` - :eq:`eq-grad-z`.
 
     Parameters
@@ -245,6 +335,8 @@ def pcl_loss_and_grad(z1, z2, kappa1, kappa2, *, reduction: str = "mean", weight
         Weight ``1/(2N)`` or 1 per anchor. Ignored when ``weights`` is given.
     weights : array, shape (2N,), optional
         Per-anchor weights ``w_a``: the loss is ``sum_a w_a loss_a``.
+    block_size : int, optional
+        As in :func:`pcl_loss`.
 
     Returns
     -------
@@ -264,20 +356,18 @@ def pcl_loss_and_grad(z1, z2, kappa1, kappa2, *, reduction: str = "mean", weight
     ((4, 3), (4,))
     """
     batch = _inputs.pcl_batch(z1, z2, kappa1, kappa2, reduction, weights, allow_none=False)
-    xp = batch.xp
-    mu, norm, cos, terms = _forward(xp, batch, lambda c: pcl_logits(xp, c, batch.kappa, batch.d))
-    resid = residual_weights(xp, softmax_over_candidates(xp, terms), batch.weights, batch.n)
+    xp, n = batch.xp, batch.n
+    conc = pcl_concentrations(xp, batch.kappa, batch.d)
+    out = contrast(xp, batch, conc, with_grad=True, block_size=block_size)
     mean_length = mean_resultant_length_working(xp, batch.d, batch.kappa)
-    g_kappa = kappa_grad(xp, resid, cos, mean_length)
-    g_z = embedding_grad(xp, direction_grad(xp, pcl_cosine_grad(xp, resid, batch.kappa), mu), mu, norm)
-    loss = per_anchor_loss(xp, terms)
-    g_z1, g_z2 = _split(xp, g_z, batch.n)
-    g_k1, g_k2 = _split(xp, g_kappa, batch.n)
-    grads = PCLGrads(*_inputs.grads_to_input_dtypes(batch, (g_z1, g_z2, g_k1, g_k2)))
-    return _inputs.finish_loss(batch, loss), grads
+    g_kappa = kappa_grad(xp, out.acc, out.w_pos, out.c_pos, out.mu, mean_length, n)
+    g_mu = direction_grad(xp, out.acc, out.w_pos, conc, out.mu, n)
+    g_z = embedding_grad(xp, g_mu, out.mu, out.norm)
+    grads = PCLGrads(*_inputs.grads_to_input_dtypes(batch, (*_split(g_z, n), *_split(g_kappa, n))))
+    return _inputs.finish_loss(batch, out.losses), grads
 
 
-def ntxent_loss(z1, z2, *, temperature: float = 0.5, reduction: str = "mean"):
+def ntxent_loss(z1, z2, *, temperature: float = 0.5, reduction: str = "mean", block_size: int | None = None):
     """NT-Xent (InfoNCE with cosine similarity and temperature ``tau``) :eq:`eq-ntxent-logits`.
 
     The deterministic special case of the PCL: every ``kappa = 1/tau``.
@@ -292,21 +382,21 @@ def ntxent_loss(z1, z2, *, temperature: float = 0.5, reduction: str = "mean"):
     """
     batch = _inputs.ntxent_batch(z1, z2, temperature, reduction, None, allow_none=True)
     xp = batch.xp
-    _, _, _, terms = _forward(xp, batch, lambda cos: ntxent_logits(xp, cos, batch.temperature))
-    return _inputs.finish_loss(batch, per_anchor_loss(xp, terms))
+    conc = ntxent_concentrations(xp, batch.temperature, batch.z)
+    return _inputs.finish_loss(batch, contrast(xp, batch, conc, with_grad=False, block_size=block_size).losses)
 
 
-def ntxent_loss_and_grad(z1, z2, *, temperature: float = 0.5, reduction: str = "mean", weights=None):
+def ntxent_loss_and_grad(z1, z2, *, temperature: float = 0.5, reduction: str = "mean", weights=None,
+                         block_size: int | None = None):
     """NT-Xent and its analytic gradient with respect to both views :eq:`eq-grad-cos`.
 
-    Returns ``(loss, NTXentGrads(z1, z2))``; ``reduction`` and ``weights`` as in
-    :func:`pcl_loss_and_grad`.
+    Returns ``(loss, NTXentGrads(z1, z2))``; ``reduction``, ``weights`` and ``block_size``
+    as in :func:`pcl_loss_and_grad`.
     """
     batch = _inputs.ntxent_batch(z1, z2, temperature, reduction, weights, allow_none=False)
-    xp = batch.xp
-    mu, norm, _, terms = _forward(xp, batch, lambda c: ntxent_logits(xp, c, batch.temperature))
-    resid = residual_weights(xp, softmax_over_candidates(xp, terms), batch.weights, batch.n)
-    g_z = embedding_grad(xp, direction_grad(xp, ntxent_cosine_grad(xp, resid, batch.temperature), mu), mu, norm)
-    loss = per_anchor_loss(xp, terms)
-    grads = NTXentGrads(*_inputs.grads_to_input_dtypes(batch, _split(xp, g_z, batch.n)))
-    return _inputs.finish_loss(batch, loss), grads
+    xp, n = batch.xp, batch.n
+    conc = ntxent_concentrations(xp, batch.temperature, batch.z)
+    out = contrast(xp, batch, conc, with_grad=True, block_size=block_size)
+    g_z = embedding_grad(xp, direction_grad(xp, out.acc, out.w_pos, conc, out.mu, n), out.mu, out.norm)
+    grads = NTXentGrads(*_inputs.grads_to_input_dtypes(batch, _split(g_z, n)))
+    return _inputs.finish_loss(batch, out.losses), grads
