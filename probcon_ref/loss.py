@@ -13,7 +13,7 @@ import math
 from typing import NamedTuple
 
 from . import _arrays, _inputs
-from .special import log_vmf_normalizer_working, mean_resultant_length_working
+from .special import log_vmf_normalizer_shift_working, mean_resultant_length_working
 
 __all__ = [
     "PCLGrads",
@@ -49,9 +49,10 @@ class NTXentGrads(NamedTuple):
 class Concentrations(NamedTuple):
     """Per-candidate scale and bias of the logits ``F_ab = bias_b + scale_b c_ab``.
 
-    PCL: ``scale_b = kappa_b``, ``bias_b = log C_d(kappa_b)``. NT-Xent: ``scale_b = 1/tau`` and
-    no bias (equal normalisers cancel in the softmax), which is the PCL with every
-    ``kappa_b = 1/tau``.
+    PCL: ``scale_b = kappa_b``, ``bias_b = log C_d(kappa_b) - log C_d(0)``: a constant shared by
+    all candidates cancels in the softmax, and the shifted normaliser keeps its digits in
+    high dimension :eq:`eq-normalizer-shift`. NT-Xent: ``scale_b = 1/tau`` and no bias (equal
+    normalisers cancel), which is the PCL with every ``kappa_b = 1/tau``.
     """
 
     scale: object  # (2N,)
@@ -59,8 +60,8 @@ class Concentrations(NamedTuple):
 
 
 def pcl_concentrations(xp, kappa, d: int) -> Concentrations:
-    """``scale = kappa``, ``bias = log C_d(kappa)`` for the PCL logits :eq:`eq-pcl-logits`."""
-    return Concentrations(kappa, log_vmf_normalizer_working(xp, d, kappa))
+    """``scale = kappa``, ``bias = log C_d(kappa) - log C_d(0)`` for the PCL logits :eq:`eq-pcl-logits`."""
+    return Concentrations(kappa, log_vmf_normalizer_shift_working(xp, d, kappa))
 
 
 def ntxent_concentrations(xp, temperature: float, like) -> Concentrations:

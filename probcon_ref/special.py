@@ -194,12 +194,6 @@ def _series_sums(xp, nu: float, x, terms: int):
     return sum0, sum1
 
 
-def _series_log_iv_scaled(xp, nu: float, x, terms: int):
-    """log I_nu(x) - nu log x from the power series :eq:`eq-bessel-series`."""
-    sum0, _ = _series_sums(xp, nu, x, terms)
-    return xp.log(sum0) - (nu * math.log(2.0) + math.lgamma(nu + 1.0))
-
-
 def _series_ratio(xp, nu: float, x, terms: int):
     """I_{nu+1}(x) / I_nu(x) from the power series :eq:`eq-bessel-series`."""
     sum0, sum1 = _series_sums(xp, nu, x, terms)
@@ -257,18 +251,43 @@ def _prepare(x, name: str):
     return xp, xw, x.dtype
 
 
+def _log_iv_scaled_at_zero(nu: float) -> float:
+    """``lim_{x->0} log I_nu(x) - nu log x = -nu log 2 - lgamma(nu + 1)``."""
+    return -(nu * math.log(2.0) + math.lgamma(nu + 1.0))
+
+
+def _debye_log_iv_scaled_shift(xp, n: float, x, terms: int):
+    """``[log I_n(x) - n log x]`` minus its value at 0, from Debye's expansion :eq:`eq-normalizer-shift`.
+
+    With ``u = s - n = x^2 / (n + s)``: ``u - n log1p(u / 2n) - log1p(u / n) / 2 + log S(t) - log S(1)``.
+    Every term is small when ``x`` is small next to ``n``: nothing of size ``n log n`` cancels.
+    """
+    s, log_sum, _ = _debye_pieces(xp, n, x, terms)
+    c, _ = _debye_sum_coefficients(n, terms)
+    u = x * x / (n + s)
+    return u - n * xp.log1p(u / (2 * n)) - 0.5 * xp.log1p(u / n) + log_sum - math.log(sum(c))
+
+
+def _log_iv_scaled_shift(xp, nu: float, x):
+    """``L(x) - L(0)`` with ``L(x) = log I_nu(x) - nu log x`` (working dtype, validated x)."""
+    plan = _plan(xp, x.dtype)
+    if nu >= plan.debye_min_order:
+        return _debye_log_iv_scaled_shift(xp, nu, x, plan.debye_terms)
+    xs = plan.series_max_x
+    small = xp.minimum(x, xs)
+    large = xp.maximum(x, xs)
+    log_iv_large, _ = _recurrence_down(xp, nu, large, plan)
+    by_recurrence = log_iv_large - nu * xp.log(large) - _log_iv_scaled_at_zero(nu)
+    by_series = xp.log(_series_sums(xp, nu, small, plan.series_terms)[0])
+    return xp.where(x <= xs, by_series, by_recurrence)
+
+
 def _log_iv_scaled(xp, nu: float, x):
     """log I_nu(x) - nu log x, finite and exact at ``x = 0`` (working dtype, validated x)."""
     plan = _plan(xp, x.dtype)
     if nu >= plan.debye_min_order:
         return _debye_log_iv_scaled(xp, nu, x, plan.debye_terms)
-    xs = plan.series_max_x
-    small = xp.minimum(x, xs)
-    large = xp.maximum(x, xs)
-    log_iv_large, _ = _recurrence_down(xp, nu, large, plan)
-    by_recurrence = log_iv_large - nu * xp.log(large)
-    by_series = _series_log_iv_scaled(xp, nu, small, plan.series_terms)
-    return xp.where(x <= xs, by_series, by_recurrence)
+    return _log_iv_scaled_shift(xp, nu, x) + _log_iv_scaled_at_zero(nu)
 
 
 def log_iv(nu, x):
@@ -351,9 +370,142 @@ def log_vmf_normalizer_working(xp, d: int, kappa):
 
     ``log C_d(k) = nu log k - (d/2) log(2 pi) - log I_nu(k) = -(d/2) log(2 pi) - [log I_nu(k) - nu log k]``,
     the bracket computed as one scaled quantity so that ``k = 0`` gives the exact limit.
+    Near its zero (``d >= 19``), where that difference of large terms would lose digits, the
+    value comes from :func:`normalizer_near_zero` instead.
     """
     nu = d / 2 - 1
-    return -(d / 2) * _LOG_2PI - _log_iv_scaled(xp, nu, kappa)
+    direct = -(d / 2) * _LOG_2PI - _log_iv_scaled(xp, nu, kappa)
+    anchor = normalizer_anchor(d, float(xp.finfo(kappa.dtype).eps))
+    if anchor is None:
+        return direct
+    k0, _, half_width = anchor
+    near = xp.abs(kappa - k0) <= half_width
+    clamped = xp.minimum(xp.maximum(kappa, _arrays.const(xp, k0 - half_width, kappa)),
+                         _arrays.const(xp, k0 + half_width, kappa))
+    return xp.where(near, normalizer_near_zero(xp, d, clamped, anchor), direct)
+
+
+def log_vmf_normalizer_shift_working(xp, d: int, kappa):
+    """``log C_d(kappa) - log C_d(0)``, the normaliser relative to the uniform density :eq:`eq-normalizer-shift`.
+
+    A constant added to every candidate's logit leaves the softmax unchanged, so the loss
+    uses this shifted normaliser: it avoids the terms of size ``(d/2) log d`` that
+    ``log C_d`` carries for large ``d`` and whose rounding would otherwise enter every logit.
+    """
+    return -_log_iv_scaled_shift(xp, d / 2 - 1, kappa)
+
+
+def normalizer_near_zero(xp, d: int, kappa, anchor):
+    """``log C_d(k) = log C_d(k0) - int_{k0}^{k} A_d(t) dt`` near the zero ``k0`` :eq:`eq-normalizer-anchor`.
+
+    ``log C_d(k0)`` is known to 50 digits (:func:`normalizer_anchor`) and the integral, whose
+    size is about ``|log C_d(k)|`` itself, by Gauss-Legendre quadrature: the error is relative
+    to the value, not to the large terms that cancel in the direct formula.
+    """
+    k0, c0, _ = anchor
+    nodes, weights = gauss_legendre(_QUADRATURE_NODES)
+    half = 0.5 * (kappa - k0)
+    integral = xp.zeros_like(kappa)
+    for x_i, w_i in zip(nodes, weights):
+        integral = integral + w_i * ratio_working(xp, d / 2 - 1, k0 + half * (1 + x_i))
+    return c0 - half * integral
+
+
+_QUADRATURE_NODES = 12
+
+
+@lru_cache(maxsize=None)
+def gauss_legendre(m: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Nodes and weights of the ``m``-point Gauss-Legendre rule on [-1, 1] (Newton on P_m)."""
+    nodes, weights = [], []
+    for i in range(1, m + 1):
+        x = math.cos(math.pi * (i - 0.25) / (m + 0.5))
+        for _ in range(100):
+            p0, p1 = 1.0, x
+            for k in range(2, m + 1):
+                p0, p1 = p1, ((2 * k - 1) * x * p1 - (k - 1) * p0) / k
+            dp = m * (x * p1 - p0) / (x * x - 1)
+            step = p1 / dp
+            x -= step
+            if abs(step) < 1e-17:
+                break
+        nodes.append(x)
+        weights.append(2 / ((1 - x * x) * dp * dp))
+    return tuple(nodes), tuple(weights)
+
+
+@lru_cache(maxsize=None)
+def normalizer_anchor(d: int, eps: float = 2.0**-52):
+    """``(k0, log C_d(k0), half_width)`` with ``log C_d(k0)`` close to 0, or ``None``.
+
+    ``log C_d`` falls from ``log C_d(0) = lgamma(d/2) - log 2 - (d/2) log pi`` (positive for
+    ``d >= 19``) towards ``-inf``, crossing zero once. ``k0`` is a float64 near that crossing,
+    found on the leading term of Debye's expansion and rounded to the working precision
+    (``eps``) so that ``k - k0`` is exact; ``log C_d(k0)`` is then evaluated with
+    Python's ``decimal`` at 50 digits from the power series, whose terms are all positive.
+    The window ``|k - k0| <= half_width`` covers the arguments where the direct formula
+    would miss the accuracy target (SPEC section 5).
+    """
+    nu = d / 2 - 1
+    if _log_normalizer_at_zero(d) <= 0:
+        return None
+
+    def leading(k: float) -> float:  # log C_d(k), Debye's expansion to leading order
+        s = math.hypot(nu, k)
+        return nu * math.log(k) - (d / 2) * _LOG_2PI - (nu * math.log(k / (nu + s)) + s
+                                                          - 0.5 * _LOG_2PI - 0.5 * math.log(s))
+
+    lo, hi = 1e-3, 1.0
+    while leading(hi) > 0:
+        lo, hi = hi, 2 * hi
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if leading(mid) > 0 else (lo, mid)
+    mantissa, exponent = math.frexp(0.5 * (lo + hi))
+    bits = round(-math.log2(eps)) + 1
+    k0 = math.ldexp(round(mantissa * 2**bits), exponent - bits)
+    half_width = max(4.0, 0.04 * k0) if eps < 1e-10 else max(8.0, 0.1 * k0)
+    return k0, float(_log_normalizer_decimal(d, k0)), half_width
+
+
+def _log_normalizer_at_zero(d: int) -> float:
+    return math.lgamma(d / 2) - math.log(2) - (d / 2) * math.log(math.pi)
+
+
+_PI_50 = "3.14159265358979323846264338327950288419716939937510582097494459"
+
+
+def _log_normalizer_decimal(d: int, k: float):
+    """``log C_d(k)`` at 50 digits with :mod:`decimal` :eq:`eq-bessel-series`.
+
+    ``log C_d(k) = -(d/2) log(2 pi) + nu log 2 + lgamma(nu + 1) - log sum_j (k^2/4)^j / (j! (nu+1)_j)``.
+    """
+    import decimal
+
+    ctx = decimal.Context(prec=60, Emax=10**9, Emin=-(10**9))
+    D = ctx.create_decimal
+    pi = D(_PI_50)
+    nu = D(d) / 2 - 1
+    q = ctx.multiply(D(k), D(k)) / 4
+    term, total, j = D(1), D(1), 0
+    while True:
+        j += 1
+        term = ctx.divide(ctx.multiply(term, q), ctx.multiply(D(j), nu + j))
+        total = ctx.add(total, term)
+        if j > float(q) ** 0.5 and term < total * D("1e-55"):
+            break
+    log_gamma = _log_gamma_half_integer(d, ctx, pi)  # lgamma(d/2) = lgamma(nu + 1)
+    return ctx.add(ctx.subtract(ctx.add(-(D(d) / 2) * (2 * pi).ln(ctx), nu * D(2).ln(ctx)), total.ln(ctx)), log_gamma)
+
+
+def _log_gamma_half_integer(d: int, ctx, pi):
+    """``log Gamma(d/2)`` exactly (to the context's precision) for an integer ``d >= 2``."""
+    D = ctx.create_decimal
+    if d % 2 == 0:
+        return D(math.factorial(d // 2 - 1)).ln(ctx)
+    m = (d - 1) // 2  # Gamma(m + 1/2) = (2m)! sqrt(pi) / (4^m m!)
+    ratio = ctx.divide(D(math.factorial(2 * m)), D(4**m * math.factorial(m)))
+    return ctx.add(ratio.ln(ctx), pi.ln(ctx) / 2)
 
 
 def mean_resultant_length_working(xp, d: int, kappa):

@@ -1,0 +1,120 @@
+"""Loss and gradients against a 50-digit evaluation of SPEC sections 3-4 (SPEC section 6).
+
+Reference data: ``tests/data/loss_ref.npz`` from ``tests/reference/make_reference.py``; the
+inputs are float64 numbers taken as exact. Bounds:
+
+* reduced loss (mean, sum, weighted): relative error <= 1e-12;
+* each gradient block: max-norm error <= 1e-10 of the block's max-norm;
+* per-anchor losses: relative error <= max(1e-12, 4 eps cond_a). ``cond_a`` (stored with the
+  data) is how much the rounding of the logits ``F_ab`` - a product ``kappa_b c_ab`` of order
+  ``kappa`` - is amplified in ``loss_a``; no float64 evaluation of float64 inputs can do better
+  than about ``eps cond_a``, which exceeds 1e-12 only for kappa in the thousands (d = 4096).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import probcon_ref as pr
+from accuracy_report import record
+
+REF = np.load(os.path.join(os.path.dirname(__file__), "data", "loss_ref.npz"))
+CASES = [str(c) for c in REF["cases"]]
+EPS = float(np.finfo(np.float64).eps) / 2
+
+
+def field(case, name):
+    return REF[f"{case}__{name}"]
+
+
+def has(case, name):
+    return f"{case}__{name}" in REF.files
+
+
+def _rel(got, want):
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    scale = float(np.max(np.abs(want)))
+    diff = float(np.max(np.abs(got - want)))
+    return diff / scale if scale > 0 else diff
+
+
+def _call(case, **kw):
+    z1, z2 = field(case, "z1"), field(case, "z2")
+    if str(field(case, "kind")) == "pcl":
+        args = (z1, z2, field(case, "kappa1"), field(case, "kappa2"))
+        return pr.pcl_loss, pr.pcl_loss_and_grad, args, {}, ("z1", "z2", "kappa1", "kappa2")
+    tau = float(field(case, "tau"))
+    return pr.ntxent_loss, pr.ntxent_loss_and_grad, (z1, z2), {"temperature": tau}, ("z1", "z2")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_per_anchor_losses(case):
+    loss_fn, _, args, kw, _ = _call(case)
+    got = loss_fn(*args, reduction="none", **kw)
+    want = field(case, "loss_none")
+    # An exact zero (N = 1, or a loss below float64's smallest number) must come out as 0.
+    assert np.all(got[want == 0] == 0)
+    nz = want != 0
+    rel = np.abs(got[nz] - want[nz]) / np.abs(want[nz])
+    bound = np.maximum(1e-12, 4 * EPS * field(case, "cond_loss")[nz])
+    worst = float(np.max(rel / bound, initial=0.0))
+    record("per-anchor loss / max(1e-12, 4 eps cond)", "float64", worst, 1.0, case)
+    assert worst <= 1.0
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_reduced_loss_and_gradients(case, reduction):
+    loss_fn, grad_fn, args, kw, names = _call(case)
+    want_loss = float(field(case, f"loss_{reduction}"))
+    loss = loss_fn(*args, reduction=reduction, **kw)
+    loss_g, grads = grad_fn(*args, reduction=reduction, **kw)
+    assert float(loss) == float(loss_g)
+    err = abs(float(loss) - want_loss) / abs(want_loss) if want_loss else abs(float(loss))
+    record("reduced loss, relative", "float64", err, 1e-12, f"{case} ({reduction})")
+    assert err <= 1e-12
+    for name in names:
+        e = _rel(getattr(grads, name), field(case, f"grad_{name}_{reduction}"))
+        record("gradient block, max-norm relative", "float64", e, 1e-10, f"{case} d{name}")
+        assert e <= 1e-10, name
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if has(c, "weights")])
+def test_per_anchor_weights(case):
+    _, grad_fn, args, kw, names = _call(case)
+    loss, grads = grad_fn(*args, weights=field(case, "weights"), **kw)
+    want = float(field(case, "loss_weighted"))
+    assert abs(float(loss) - want) <= 1e-12 * abs(want)
+    for name in names:
+        assert _rel(getattr(grads, name), field(case, f"grad_{name}_weighted")) <= 1e-10
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if str(REF[f"{c}__kind"]) == "pcl"])
+def test_float32_inputs_track_float64(case):
+    """SPEC section 6: float32 within 1e-5 (loss) and 1e-4 (gradient blocks) of float64."""
+    _, grad_fn, args, kw, names = _call(case)
+    args32 = [a.astype(np.float32) for a in args]
+    kappa_max = max(float(np.max(a)) for a in args32[2:])
+    if kappa_max > 1e4:
+        pytest.skip("kappa > 1e4: float32 cannot resolve the logits kappa * c to 1e-5 (rounding of c alone is 6e-8 * kappa)")
+    loss64, g64 = grad_fn(*[a.astype(np.float64) for a in args32], **kw)
+    loss32, g32 = grad_fn(*args32, **kw)
+    assert loss32.dtype == np.float32
+    if float(loss64) < np.finfo(np.float32).tiny:
+        # below float32's range: the float32 loss underflows too, cleanly, with finite gradients
+        assert float(loss32) < np.finfo(np.float32).tiny
+        assert all(np.all(np.isfinite(getattr(g32, n))) for n in names)
+        return
+    err = abs(float(loss32) - float(loss64)) / max(abs(float(loss64)), 1e-30)
+    if float(loss64) < 1e-3:
+        # a float32 loss this small is set by the float32 rounding of the cosines
+        err = abs(float(loss32) - float(loss64)) / 1e-3
+    record("float32 loss vs float64, relative", "float32", err, 1e-5, case)
+    assert err <= 1e-5
+    for name in names:
+        e = _rel(getattr(g32, name), getattr(g64, name))
+        record("float32 gradient block vs float64", "float32", e, 1e-4, f"{case} d{name}")
+        assert e <= 1e-4, name
