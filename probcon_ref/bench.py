@@ -1,0 +1,377 @@
+"""``probcon-ref bench``: time and memory of the reference against what users would pick instead.
+
+Everything is measured in one process and one run (memory in short child processes, one per
+case, since a process's peak resident size only grows), as medians over repeats after a
+warm-up, and printed as ratios side by side:
+
+1. PCL loss+gradient against NT-Xent loss+gradient in the same backend (the price of the
+   confidence), for every backend, device and dtype present;
+2. the PyTorch integration (forward+backward) against autograd NT-Xent as the common
+   libraries write it, and against a naive autograd PCL whose normaliser comes from SciPy's
+   ``ive`` on the host: time, peak memory, and whether float32 stays finite;
+3. ``special.log_iv`` plus ``special.bessel_ratio`` against two ``scipy.special.ive`` calls;
+4. peak extra memory of the blocked loss+gradient against 2N.
+
+Timings on shared machines are noisy: compare ratios within one run, not across runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from . import ntxent_loss_and_grad, pcl_loss_and_grad
+
+# ---------------------------------------------------------------------------------------
+# Timing and memory primitives
+# ---------------------------------------------------------------------------------------
+
+
+def median_time(fn, sync=lambda: None, repeats: int = 5, budget_s: float = 20.0) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` runs after one warm-up (fewer if slow)."""
+    t0 = time.perf_counter()
+    fn()
+    sync()
+    first = time.perf_counter() - t0
+    repeats = max(3, min(repeats, int(budget_s / max(first, 1e-9))))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _current_rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_rss() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def peak_extra_memory(case: str, n2: int, d: int, dtype: str, block_size: int | None = None) -> float | None:
+    """Peak resident memory (bytes) a case adds beyond its inputs, measured in a child process."""
+    if not os.path.exists("/proc/self/statm"):
+        return None
+    code = (
+        "import sys, json; from probcon_ref import bench; "
+        f"print(json.dumps(bench._memory_probe({case!r}, {n2}, {d}, {dtype!r}, {block_size!r})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800)
+    if out.returncode != 0:
+        raise RuntimeError(f"memory probe {case} failed:\n{out.stderr[-2000:]}")
+    return float(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def _memory_probe(case: str, n2: int, d: int, dtype: str, block_size) -> float:
+    # Warm up on a tiny batch (imports, thread pools), so that the lifetime peak of this
+    # process is set by the one measured call below and not by the first-call overheads.
+    _make_case(case, 8, d, dtype, block_size)()
+    fn = _make_case(case, n2, d, dtype, block_size)
+    base = _current_rss()
+    fn()
+    return max(0.0, float(_peak_rss() - base))
+
+
+# ---------------------------------------------------------------------------------------
+# Cases
+# ---------------------------------------------------------------------------------------
+
+
+def _inputs(n2: int, d: int, dtype: str, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    n = n2 // 2
+    z1 = rng.normal(size=(n, d))
+    z2 = z1 + 0.7 * rng.normal(size=(n, d))
+    k1, k2 = rng.uniform(1.0, 30.0, size=(2, n))
+    return [a.astype(dtype) for a in (z1, z2, k1, k2)]
+
+
+def _make_case(case: str, n2: int, d: int, dtype: str, block_size=None):
+    """A zero-argument callable running one case; inputs are created once, outside it."""
+    z1, z2, k1, k2 = _inputs(n2, d, dtype)
+    if case == "numpy-pcl":
+        return lambda: pcl_loss_and_grad(z1, z2, k1, k2, block_size=block_size)
+    if case == "numpy-ntxent":
+        return lambda: ntxent_loss_and_grad(z1, z2, temperature=0.5, block_size=block_size)
+    import torch
+
+    t = [torch.as_tensor(a) for a in (z1, z2, k1, k2)]
+    if case == "torch-pcl":
+        return lambda: pcl_loss_and_grad(*t, block_size=block_size)
+    if case == "torch-ntxent":
+        return lambda: ntxent_loss_and_grad(t[0], t[1], temperature=0.5, block_size=block_size)
+    return _make_autograd_case(case, t)
+
+
+def _make_autograd_case(case: str, t):
+    import torch
+
+    from . import baselines
+
+    leaves = [a.clone().requires_grad_(True) for a in t]
+
+    def backward(loss):
+        for leaf in leaves:
+            leaf.grad = None
+        loss.backward()
+        return loss
+
+    if case == "integration-pcl":
+        from . import torch as pr_torch
+
+        return lambda: backward(pr_torch.pcl_loss(*leaves))
+    if case == "integration-ntxent":
+        from . import torch as pr_torch
+
+        return lambda: backward(pr_torch.ntxent_loss(leaves[0], leaves[1], temperature=0.5))
+    if case == "autograd-ntxent":
+        return lambda: backward(baselines.autograd_ntxent(leaves[0], leaves[1], 0.5))
+    if case == "naive-pcl":
+        return lambda: backward(baselines.naive_pcl(*leaves))
+    raise ValueError(f"unknown benchmark case {case!r}")
+
+
+# ---------------------------------------------------------------------------------------
+# Sections
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Ratio:
+    section: str
+    backend: str
+    dtype: str
+    n2: int
+    d: int
+    ours: str
+    ours_ms: float
+    other: str
+    other_ms: float
+
+    @property
+    def ratio(self) -> float:
+        return self.ours_ms / self.other_ms
+
+
+def _torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def loss_section(sizes, dims, dtypes, repeats) -> list[Ratio]:
+    """PCL against NT-Xent, loss+gradient, same backend."""
+    backends = ["numpy"] + (["torch"] if _torch_available() else [])
+    rows = []
+    for backend in backends:
+        for dtype in dtypes:
+            for n2 in sizes:
+                for d in dims:
+                    pcl = median_time(_make_case(f"{backend}-pcl", n2, d, dtype), repeats=repeats)
+                    ntx = median_time(_make_case(f"{backend}-ntxent", n2, d, dtype), repeats=repeats)
+                    rows.append(Ratio("loss", f"{backend}-cpu", dtype, n2, d, "pcl", pcl * 1e3, "ntxent", ntx * 1e3))
+                    _progress(rows[-1])
+    return rows
+
+
+def integration_section(n2, d, repeats, memory: bool) -> tuple[list[Ratio], list[dict]]:
+    """The PyTorch integration against autograd NT-Xent and the naive SciPy PCL."""
+    if not _torch_available():
+        return [], []
+    try:
+        from . import torch as _  # noqa: F401
+    except ImportError:
+        return [], []
+    rows, mem = [], []
+    for dtype in ("float32", "float64"):
+        times = {c: median_time(_make_case(c, n2, d, dtype), repeats=repeats)
+                 for c in ("integration-pcl", "integration-ntxent", "autograd-ntxent", "naive-pcl")}
+        for other in ("autograd-ntxent", "naive-pcl"):
+            rows.append(Ratio("integration", "torch-cpu", dtype, n2, d, "integration-pcl",
+                              times["integration-pcl"] * 1e3, other, times[other] * 1e3))
+            _progress(rows[-1])
+        rows.append(Ratio("integration", "torch-cpu", dtype, n2, d, "integration-ntxent",
+                          times["integration-ntxent"] * 1e3, "autograd-ntxent", times["autograd-ntxent"] * 1e3))
+        _progress(rows[-1])
+        if memory:
+            entry = {"dtype": dtype, "n2": n2, "d": d}
+            for c in times:
+                entry[c] = peak_extra_memory(c, n2, d, dtype)
+            mem.append(entry)
+            print(f"  peak extra memory {dtype}: " + ", ".join(
+                f"{c} {v / 2**20:.1f} MiB" for c, v in entry.items() if c.startswith(("integ", "auto", "naive"))))
+    return rows, mem
+
+
+def float32_finiteness(n2: int = 512, d: int = 512) -> dict:
+    """Do the integration and the naive SciPy PCL stay finite in float32 at large order?
+
+    With d = 512 the order is 255; ``ive(255, kappa)`` underflows to 0 for small kappa
+    (SPEC section 5), so the naive normaliser becomes ``-log 0 = inf``.
+    """
+    import torch
+
+    from . import baselines
+    from . import torch as pr_torch
+
+    z1, z2, k1, k2 = (torch.as_tensor(a) for a in _inputs(n2, d, "float32"))
+    k1 = torch.full_like(k1, 5.0)
+    k2 = torch.full_like(k2, 5.0)
+    ours = float(pr_torch.pcl_loss(z1, z2, k1, k2))
+    naive = float(baselines.naive_pcl(z1, z2, k1, k2))
+    return {"d": d, "kappa": 5.0, "integration_loss": ours, "naive_loss": naive,
+            "integration_finite": bool(np.isfinite(ours)), "naive_finite": bool(np.isfinite(naive))}
+
+
+def special_section(order: float = 63.0, size: int = 4_000_000, repeats: int = 5) -> Ratio:
+    """``log_iv`` + ``bessel_ratio`` against ``log(ive(nu, x)) + x`` and ``ive(nu+1, x)/ive(nu, x)``."""
+    from scipy.special import ive
+
+    from .special import bessel_ratio, log_iv
+
+    x = np.random.default_rng(0).uniform(0.0, 500.0, size=size)
+
+    def scipy_pair():
+        with np.errstate(divide="ignore", invalid="ignore"):
+            i_nu = ive(order, x)
+            return np.log(i_nu) + x, ive(order + 1, x) / i_nu
+
+    ours = median_time(lambda: (log_iv(order, x), bessel_ratio(order, x)), repeats=repeats)
+    theirs = median_time(scipy_pair, repeats=repeats)
+    row = Ratio("special", "numpy-cpu", "float64", size, int(order), "log_iv+bessel_ratio", ours * 1e3,
+                "scipy ive x2", theirs * 1e3)
+    _progress(row)
+    return row
+
+
+def memory_section(sizes, d: int = 128, dtype: str = "float32", block_size: int = 1024) -> list[dict]:
+    """Peak extra memory of the blocked loss+gradient (NumPy) against 2N."""
+    out = []
+    for n2 in sizes:
+        t0 = time.perf_counter()
+        peak = peak_extra_memory("numpy-pcl", n2, d, dtype, block_size)
+        entry = {"n2": n2, "d": d, "dtype": dtype, "block_size": block_size, "peak_bytes": peak,
+                 "full_matrix_bytes": n2 * n2 * np.dtype(dtype).itemsize,
+                 "seconds": time.perf_counter() - t0}
+        out.append(entry)
+        print(f"  2N = {n2:6d}: peak extra {peak / 2**20:9.1f} MiB "
+              f"(one full (2N x 2N) matrix would be {entry['full_matrix_bytes'] / 2**20:9.1f} MiB)", flush=True)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------
+
+
+def _progress(r: Ratio) -> None:
+    print(f"  {r.section:<11} {r.backend:<10} {r.dtype:<8} 2N={r.n2:<6} d={r.d:<4} "
+          f"{r.ours} {r.ours_ms:9.2f} ms | {r.other} {r.other_ms:9.2f} ms | ratio {r.ratio:5.2f}", flush=True)
+
+
+def machine_description() -> dict:
+    info = {"python": platform.python_version(), "numpy": np.__version__, "machine": platform.machine(),
+            "processor": platform.processor() or "unknown", "cpus": os.cpu_count()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+        if names:
+            info["cpu_model"] = names[0]
+    except OSError:
+        pass
+    if _torch_available():
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+    return info
+
+
+def to_markdown(report: dict) -> str:
+    lines = ["| section | backend | dtype | 2N | d | ours | ms | baseline | ms | ratio |",
+             "| --- | --- | --- | ---: | ---: | --- | ---: | --- | ---: | ---: |"]
+    for r in report["ratios"]:
+        lines.append(f"| {r['section']} | {r['backend']} | {r['dtype']} | {r['n2']} | {r['d']} | {r['ours']} | "
+                     f"{r['ours_ms']:.2f} | {r['other']} | {r['other_ms']:.2f} | {r['ours_ms'] / r['other_ms']:.2f} |")
+    if report.get("integration_memory"):
+        lines += ["", "| dtype | 2N | d | case | peak extra memory (MiB) |", "| --- | ---: | ---: | --- | ---: |"]
+        for e in report["integration_memory"]:
+            for c in ("integration-pcl", "integration-ntxent", "autograd-ntxent", "naive-pcl"):
+                lines.append(f"| {e['dtype']} | {e['n2']} | {e['d']} | {c} | {e[c] / 2**20:.1f} |")
+    if report.get("float32_finiteness"):
+        f = report["float32_finiteness"]
+        lines += ["", f"float32, d = {f['d']}, kappa = {f['kappa']}: integration loss {f['integration_loss']:.6g}, "
+                      f"naive SciPy-ive loss {f['naive_loss']:.6g}"]
+    if report.get("memory"):
+        lines += ["", "| 2N | d | dtype | block | peak extra (MiB) | one (2N x 2N) matrix (MiB) |",
+                  "| ---: | ---: | --- | ---: | ---: | ---: |"]
+        for e in report["memory"]:
+            lines.append(f"| {e['n2']} | {e['d']} | {e['dtype']} | {e['block_size']} | {e['peak_bytes'] / 2**20:.1f} | "
+                         f"{e['full_matrix_bytes'] / 2**20:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--quick", action="store_true", help="small sizes only (a smoke run)")
+    parser.add_argument("--sizes", default="512,2048,8192", help="comma-separated 2N values")
+    parser.add_argument("--dims", default="128,512", help="comma-separated d values")
+    parser.add_argument("--dtypes", default="float32,float64", help="comma-separated dtypes")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per case (median)")
+    parser.add_argument("--memory-sizes", default="4096,16384,65536",
+                        help="2N values for the memory-against-2N section (empty to skip)")
+    parser.add_argument("--no-memory", action="store_true", help="skip every memory measurement")
+    parser.add_argument("--json", metavar="FILE", help="write the full report as JSON")
+    parser.add_argument("--markdown", metavar="FILE", help="write the tables as Markdown")
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def run(args) -> int:
+    if args.quick:
+        sizes, dims, mem_sizes, special_size = [256], [32], [2048], 200_000
+    else:
+        sizes, dims, mem_sizes, special_size = _ints(args.sizes), _ints(args.dims), _ints(args.memory_sizes), 4_000_000
+    dtypes = [v for v in args.dtypes.split(",") if v]
+    report = {"machine": machine_description()}
+    print("machine:", json.dumps(report["machine"]))
+    print("1. PCL against NT-Xent, loss + analytic gradient, same backend")
+    ratios = loss_section(sizes, dims, dtypes, args.repeats)
+    print("2. PyTorch integration (forward + backward) against autograd baselines")
+    n2_int, d_int = (256, 32) if args.quick else (2048, 128)
+    integ, integ_mem = integration_section(n2_int, d_int, args.repeats, memory=not args.no_memory)
+    ratios += integ
+    report["integration_memory"] = integ_mem
+    if integ:
+        report["float32_finiteness"] = float32_finiteness()
+        print("  float32 at large order:", json.dumps(report["float32_finiteness"]))
+    print("3. special functions against scipy.special.ive (order 63, float64)")
+    ratios.append(special_section(size=special_size, repeats=args.repeats))
+    report["ratios"] = [dict(asdict(r), ratio=r.ratio) for r in ratios]
+    if not args.no_memory and mem_sizes:
+        print("4. peak extra memory of the blocked loss + gradient against 2N (NumPy, float32)")
+        report["memory"] = memory_section(mem_sizes)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(to_markdown(report))
+    return 0
