@@ -116,7 +116,7 @@ def logits(xp, cos, conc: Concentrations, cols=None):
     return out
 
 
-def logit_gaps(xp, cos, pos_logit, rows, n: int, conc: Concentrations):
+def logit_gaps(xp, cos, pos_logit, rows, pos, conc: Concentrations):
     """``delta_ab = F_ab - F_{a,p(a)}`` over the negatives ``b not in {a, p(a)}`` :eq:`eq-loss-stable`.
 
     The anchor itself and its positive are set to ``-inf``: the anchor is never its own
@@ -124,7 +124,7 @@ def logit_gaps(xp, cos, pos_logit, rows, n: int, conc: Concentrations):
     carried analytically rather than through the matrix.
     """
     cols = xp.arange(cos.shape[1], device=_arrays.device_of(cos))
-    excluded = (cols[None, :] == rows[:, None]) | (cols[None, :] == positive_index(xp, n, rows)[:, None])
+    excluded = (cols[None, :] == rows[:, None]) | (cols[None, :] == pos[:, None])
     gaps = logits(xp, cos, conc) - pos_logit[:, None]
     return xp.where(excluded, _arrays.const(xp, -math.inf, gaps), gaps)
 
@@ -230,51 +230,60 @@ def embedding_grad(xp, mu_grad, mu, norm):
 DEFAULT_BLOCK_ELEMENTS = 2**24
 
 
-def row_blocks(total: int, block_size: int | None):
-    """``(start, stop)`` of each block of anchor rows."""
+def row_blocks(candidates: int, block_size: int | None, anchors: int | None = None):
+    """``(start, stop)`` of each block of anchor rows (``anchors`` defaults to ``candidates``)."""
+    anchors = candidates if anchors is None else anchors
     if block_size is None:
-        block_size = max(1, DEFAULT_BLOCK_ELEMENTS // total)
+        block_size = max(1, DEFAULT_BLOCK_ELEMENTS // candidates)
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
         raise ValueError(f"block_size must be a positive int or None, got {block_size!r}")
-    return [(r, min(r + block_size, total)) for r in range(0, total, block_size)]
+    return [(r, min(r + block_size, anchors)) for r in range(0, anchors, block_size)]
 
 
 class Pass(NamedTuple):
-    losses: object  # (2N,)
-    mu: object
-    norm: object
-    c_pos: object  # (2N,)
-    w_pos: object  # (2N,) or None
+    losses: object  # per anchor
+    c_pos: object  # c_{a,p(a)} per anchor
+    w_pos: object  # W_{a,p(a)} per anchor, or None
     acc: Accumulated | None
 
 
-def contrast(xp, batch: _inputs.Batch, conc: Concentrations, *, with_grad: bool, block_size=None) -> Pass:
-    """Per-anchor losses and, if asked, the block sums the gradient needs."""
-    n, dev = batch.n, _arrays.device_of(batch.z)
-    mu, norm = unit_directions(xp, batch.z)
-    all_rows = xp.arange(2 * n, device=dev)
-    pos = positive_index(xp, n, all_rows)
-    c_pos = positive_cosines(xp, mu, xp.take(mu, pos, axis=0))
+def contrast_anchors(xp, mu_anchors, rows, pos, mu, conc: Concentrations, weights, *,
+                     with_grad: bool, block_size=None) -> Pass:
+    """Losses of the anchors ``mu_anchors`` (global indices ``rows``, positives ``pos``) against
+    every candidate ``mu``, block by block, and the sums the gradient needs.
+
+    The single-process loss passes every view as an anchor; the distributed loss passes the
+    local views against the candidates gathered from all processes.
+    """
+    c_pos = positive_cosines(xp, mu_anchors, xp.take(mu, pos, axis=0))
     pos_logit = logits(xp, c_pos, conc, cols=pos)
     losses, w_pos, row_part = [], [], []
     col_part = xp.zeros_like(mu) if with_grad else None
     col_sum = xp.zeros_like(conc.scale) if with_grad else None
-    for r0, r1 in row_blocks(2 * n, block_size):
-        rows = all_rows[r0:r1]
-        gaps = logit_gaps(xp, cosines(xp, mu[r0:r1, ...], mu), pos_logit[r0:r1], rows, n, conc)
+    for r0, r1 in row_blocks(mu.shape[0], block_size, mu_anchors.shape[0]):
+        mu_rows = mu_anchors[r0:r1, ...]
+        gaps = logit_gaps(xp, cosines(xp, mu_rows, mu), pos_logit[r0:r1], rows[r0:r1], pos[r0:r1], conc)
         terms = anchor_terms(xp, gaps)
         del gaps
         losses.append(per_anchor_loss(xp, terms))
         if with_grad:
-            w_rows = batch.weights[r0:r1]
+            w_rows = weights[r0:r1]
             w_neg = negative_weights(xp, terms, w_rows)
             w_pos.append(positive_weights(xp, terms, w_rows))
             row_part.append(w_neg @ (conc.scale[:, None] * mu))
-            col_part = col_part + xp.matrix_transpose(w_neg) @ mu[r0:r1, ...]
+            col_part = col_part + xp.matrix_transpose(w_neg) @ mu_rows
             col_sum = col_sum + xp.sum(w_neg, axis=0)
     acc = Accumulated(row_part, col_part, col_sum) if with_grad else None
-    w_pos_all = xp.concat(w_pos) if with_grad else None
-    return Pass(xp.concat(losses), mu, norm, c_pos, w_pos_all, acc)
+    return Pass(xp.concat(losses), c_pos, xp.concat(w_pos) if with_grad else None, acc)
+
+
+def contrast(xp, batch: _inputs.Batch, conc: Concentrations, *, with_grad: bool, block_size=None):
+    """Directions, norms and the :class:`Pass` of every view of the batch as an anchor."""
+    mu, norm = unit_directions(xp, batch.z)
+    rows = xp.arange(2 * batch.n, device=_arrays.device_of(mu))
+    out = contrast_anchors(xp, mu, rows, positive_index(xp, batch.n, rows), mu, conc, batch.weights,
+                           with_grad=with_grad, block_size=block_size)
+    return mu, norm, out
 
 
 def _split(a, n: int):
@@ -321,7 +330,7 @@ def pcl_loss(z1, z2, kappa1, kappa2, *, reduction: str = "mean", block_size: int
     batch = _inputs.pcl_batch(z1, z2, kappa1, kappa2, reduction, None, allow_none=True)
     xp = batch.xp
     conc = pcl_concentrations(xp, batch.kappa, batch.d)
-    return _inputs.finish_loss(batch, contrast(xp, batch, conc, with_grad=False, block_size=block_size).losses)
+    return _inputs.finish_loss(batch, contrast(xp, batch, conc, with_grad=False, block_size=block_size)[2].losses)
 
 
 def pcl_loss_and_grad(z1, z2, kappa1, kappa2, *, reduction: str = "mean", weights=None,
@@ -359,11 +368,10 @@ def pcl_loss_and_grad(z1, z2, kappa1, kappa2, *, reduction: str = "mean", weight
     batch = _inputs.pcl_batch(z1, z2, kappa1, kappa2, reduction, weights, allow_none=False)
     xp, n = batch.xp, batch.n
     conc = pcl_concentrations(xp, batch.kappa, batch.d)
-    out = contrast(xp, batch, conc, with_grad=True, block_size=block_size)
+    mu, norm, out = contrast(xp, batch, conc, with_grad=True, block_size=block_size)
     mean_length = mean_resultant_length_working(xp, batch.d, batch.kappa)
-    g_kappa = kappa_grad(xp, out.acc, out.w_pos, out.c_pos, out.mu, mean_length, n)
-    g_mu = direction_grad(xp, out.acc, out.w_pos, conc, out.mu, n)
-    g_z = embedding_grad(xp, g_mu, out.mu, out.norm)
+    g_kappa = kappa_grad(xp, out.acc, out.w_pos, out.c_pos, mu, mean_length, n)
+    g_z = embedding_grad(xp, direction_grad(xp, out.acc, out.w_pos, conc, mu, n), mu, norm)
     grads = PCLGrads(*_inputs.grads_to_input_dtypes(batch, (*_split(g_z, n), *_split(g_kappa, n))))
     return _inputs.finish_loss(batch, out.losses), grads
 
@@ -384,7 +392,7 @@ def ntxent_loss(z1, z2, *, temperature: float = 0.5, reduction: str = "mean", bl
     batch = _inputs.ntxent_batch(z1, z2, temperature, reduction, None, allow_none=True)
     xp = batch.xp
     conc = ntxent_concentrations(xp, batch.temperature, batch.z)
-    return _inputs.finish_loss(batch, contrast(xp, batch, conc, with_grad=False, block_size=block_size).losses)
+    return _inputs.finish_loss(batch, contrast(xp, batch, conc, with_grad=False, block_size=block_size)[2].losses)
 
 
 def ntxent_loss_and_grad(z1, z2, *, temperature: float = 0.5, reduction: str = "mean", weights=None,
@@ -397,7 +405,7 @@ def ntxent_loss_and_grad(z1, z2, *, temperature: float = 0.5, reduction: str = "
     batch = _inputs.ntxent_batch(z1, z2, temperature, reduction, weights, allow_none=False)
     xp, n = batch.xp, batch.n
     conc = ntxent_concentrations(xp, batch.temperature, batch.z)
-    out = contrast(xp, batch, conc, with_grad=True, block_size=block_size)
-    g_z = embedding_grad(xp, direction_grad(xp, out.acc, out.w_pos, conc, out.mu, n), out.mu, out.norm)
+    mu, norm, out = contrast(xp, batch, conc, with_grad=True, block_size=block_size)
+    g_z = embedding_grad(xp, direction_grad(xp, out.acc, out.w_pos, conc, mu, n), mu, norm)
     grads = NTXentGrads(*_inputs.grads_to_input_dtypes(batch, _split(g_z, n)))
     return _inputs.finish_loss(batch, out.losses), grads
