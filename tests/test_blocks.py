@@ -36,3 +36,16 @@ def test_blocked_equals_unblocked(block_size):
 def test_block_size_must_be_positive_int(bad):
     with pytest.raises(ValueError, match="block_size must be a positive int"):
         pr.pcl_loss(*_batch(), block_size=bad)
+
+
+def test_blocked_memory_is_bounded_by_the_block():
+    """Peak extra memory of loss+gradient at 2N = 8192 (float32) with 128-row blocks.
+
+    One full (2N x 2N) float32 matrix is 256 MiB; the blocked pass keeps a handful of
+    (128 x 8192) matrices (4 MiB each) plus O(2N d) vectors. Measured in a child process.
+    """
+    from probcon_ref.bench import peak_extra_memory
+
+    full_matrix = 8192 * 8192 * 4
+    blocked = peak_extra_memory("numpy-pcl", 8192, 32, "float32", block_size=128)
+    assert blocked < full_matrix / 4, f"{blocked / 2**20:.1f} MiB"
