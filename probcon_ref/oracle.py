@@ -1,0 +1,288 @@
+"""A 50-digit evaluation of the loss and its gradient (SPEC sections 1, 3 and 4), in mpmath.
+
+This is the slow, trusted route used to compute the golden vectors
+(:mod:`probcon_ref.vectors`). It shares no code with the array implementation: every
+quantity is evaluated with mpmath at :data:`DIGITS` significant digits (plus guard digits),
+float64 inputs are read as the exact binary numbers they are, and results are rounded to
+float64 only at the very end.
+
+mpmath is an optional dependency (``pip install "probcon-ref[oracle]"``); it is imported
+when a function here is first called.
+
+Examples
+--------
+>>> import numpy as np
+>>> from probcon_ref import oracle
+>>> r = oracle.ntxent(np.eye(2, 3), np.eye(2, 3), temperature=0.5)
+>>> r.losses.shape, r.grads["z1"].shape
+((4,), (2, 3))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "DIGITS",
+    "OracleResult",
+    "log_iv",
+    "bessel_ratio",
+    "log_vmf_normalizer",
+    "mean_resultant_length",
+    "pcl",
+    "ntxent",
+]
+
+#: Significant decimal digits of every evaluation.
+DIGITS = 50
+_GUARD = 15
+# mpmath's besseli may need many series terms for large order and argument (order ~2000,
+# argument ~1e4); the default limit would raise NoConvergence.
+_MAXTERMS = 10**6
+
+
+def _mpmath():
+    try:
+        import mpmath
+    except ImportError as exc:  # pragma: no cover - exercised only without mpmath
+        raise ImportError(
+            "the 50-digit oracle needs mpmath; install it with "
+            "pip install 'probcon-ref[oracle]' (or pip install mpmath)"
+        ) from exc
+    return mpmath
+
+
+def _exact(mp, value, name: str):
+    """The float64 ``value`` as an exact mpf; ``ValueError`` naming ``name`` if not finite."""
+    v = float(value)
+    if not np.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    return mp.mpf(v)
+
+
+# ---------------------------------------------------------------------------------------
+# Special functions, as mpf (call inside a workdps context for full precision)
+# ---------------------------------------------------------------------------------------
+
+
+def _log_iv(mp, nu, x):
+    if x == 0:
+        return mp.mpf(0) if nu == 0 else mp.ninf
+    return mp.log(mp.besseli(nu, x, maxterms=_MAXTERMS))
+
+
+def _ratio(mp, nu, x):
+    if x == 0:
+        return mp.mpf(0)
+    return mp.besseli(nu + 1, x, maxterms=_MAXTERMS) / mp.besseli(nu, x, maxterms=_MAXTERMS)
+
+
+def _log_c(mp, d: int, k):
+    half = mp.mpf(d) / 2
+    if k == 0:  # finite limit: lgamma(d/2) - log 2 - (d/2) log pi
+        return mp.loggamma(half) - mp.log(2) - half * mp.log(mp.pi)
+    return (half - 1) * mp.log(k) - half * mp.log(2 * mp.pi) - _log_iv(mp, half - 1, k)
+
+
+def _check_order(nu) -> float:
+    nu = float(nu)
+    if not (np.isfinite(nu) and nu >= 0):
+        raise ValueError(f"nu must be a finite number >= 0, got {nu}")
+    return nu
+
+
+def _check_dim(d) -> int:
+    if isinstance(d, bool) or int(d) != d or int(d) < 2:
+        raise ValueError(f"d must be an integer >= 2, got {d!r}")
+    return int(d)
+
+
+def _check_arg(x, name: str) -> float:
+    x = float(x)
+    if not (np.isfinite(x) and x >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {x}")
+    return x
+
+
+def log_iv(nu, x) -> float:
+    """``log I_nu(x)`` at 50 digits, rounded to float64 (``-inf`` at x = 0 for nu > 0)."""
+    mp = _mpmath()
+    nu, x = _check_order(nu), _check_arg(x, "x")
+    with mp.workdps(DIGITS + _GUARD):
+        return float(_log_iv(mp, mp.mpf(nu), mp.mpf(x)))
+
+
+def bessel_ratio(nu, x) -> float:
+    """``I_{nu+1}(x) / I_nu(x)`` at 50 digits, rounded to float64."""
+    mp = _mpmath()
+    nu, x = _check_order(nu), _check_arg(x, "x")
+    with mp.workdps(DIGITS + _GUARD):
+        return float(_ratio(mp, mp.mpf(nu), mp.mpf(x)))
+
+
+def log_vmf_normalizer(d, kappa) -> float:
+    """``log C_d(kappa)`` at 50 digits (its finite limit at kappa = 0), rounded to float64."""
+    mp = _mpmath()
+    d, kappa = _check_dim(d), _check_arg(kappa, "kappa")
+    with mp.workdps(DIGITS + _GUARD):
+        return float(_log_c(mp, d, mp.mpf(kappa)))
+
+
+def mean_resultant_length(d, kappa) -> float:
+    """``A_d(kappa) = I_{d/2}(kappa) / I_{d/2-1}(kappa)`` at 50 digits, rounded to float64."""
+    d = _check_dim(d)
+    return bessel_ratio(d / 2 - 1, kappa)
+
+
+# ---------------------------------------------------------------------------------------
+# Loss and gradient
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class OracleResult:
+    """Everything the oracle computes for one batch, rounded to float64.
+
+    ``losses`` has shape (2N,) (view-1 anchors first); ``loss`` is ``sum_a w_a loss_a`` and
+    ``loss_sum`` is ``sum_a loss_a``; ``grads`` maps ``"z1"``, ``"z2"`` (and for the PCL
+    ``"kappa1"``, ``"kappa2"``) to the gradient of ``loss``. For the PCL, ``log_c`` and
+    ``mean_length`` hold ``log C_d(kappa_b)`` and ``A_d(kappa_b)`` of the 2N views.
+    """
+
+    losses: np.ndarray
+    loss: float
+    loss_sum: float
+    grads: dict = field(default_factory=dict)
+    log_c: np.ndarray | None = None
+    mean_length: np.ndarray | None = None
+
+
+def _views(z1, z2):
+    z1 = np.asarray(z1, dtype=np.float64)
+    z2 = np.asarray(z2, dtype=np.float64)
+    for name, z in (("z1", z1), ("z2", z2)):
+        if z.ndim != 2:
+            raise ValueError(f"{name} must be 2-D with shape (N, d), got shape {z.shape}")
+        if not np.all(np.isfinite(z)):
+            raise ValueError(f"{name} must be finite")
+        if np.any(np.all(z == 0, axis=1)):
+            raise ValueError(f"{name} has a zero-norm embedding")
+    if z1.shape != z2.shape:
+        raise ValueError(f"z1 and z2 must have equal shapes, got {z1.shape} and {z2.shape}")
+    n, d = z1.shape
+    if n < 1 or d < 2:
+        raise ValueError(f"z1 and z2 need N >= 1 and d >= 2, got shape {z1.shape}")
+    return np.concatenate([z1, z2], axis=0), n, d
+
+
+def _weights(mp, weights, n2: int):
+    if isinstance(weights, str):
+        if weights == "mean":
+            return [mp.mpf(1) / n2] * n2
+        if weights == "sum":
+            return [mp.mpf(1)] * n2
+        raise ValueError(f"weights must be 'mean', 'sum' or an array of shape (2N,), got {weights!r}")
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (n2,):
+        raise ValueError(f"weights must have shape (2N,) = ({n2},), got {w.shape}")
+    return [_exact(mp, v, "weights") for v in w]
+
+
+def _evaluate(mp, z, n: int, d: int, kappa, inv_tau, weights):
+    """Sections 3-4 at the working precision; ``kappa`` is None for NT-Xent."""
+    n2 = 2 * n
+    rows = [[mp.mpf(float(v)) for v in row] for row in z]
+    norms = [mp.sqrt(mp.fdot(r, r)) for r in rows]
+    mu = [[v / s for v in r] for r, s in zip(rows, norms)]
+    cos = [[mp.mpf(0)] * n2 for _ in range(n2)]
+    for a in range(n2):
+        cos[a][a] = mp.mpf(1)
+        for b in range(a + 1, n2):
+            cos[a][b] = cos[b][a] = mp.fdot(mu[a], mu[b])
+    if kappa is not None:
+        log_c = [_log_c(mp, d, k) for k in kappa]
+        length = [_ratio(mp, mp.mpf(d) / 2 - 1, k) for k in kappa]
+        scale = kappa
+    else:
+        log_c = length = None
+        scale = [inv_tau] * n2
+
+    def logit(a, b):
+        if kappa is None:
+            return cos[a][b] * inv_tau
+        return log_c[b] + kappa[b] * cos[a][b]
+
+    w = weights
+    losses = []
+    resid = [[mp.mpf(0)] * n2 for _ in range(n2)]  # W_ab
+    for a in range(n2):
+        p = (a + n) % n2
+        others = [b for b in range(n2) if b not in (a, p)]
+        f_ap = logit(a, p)
+        delta = {b: logit(a, b) - f_ap for b in others}
+        # loss_a = log(1 + sum_{b != a, p} exp(delta_ab)), all digits kept for a tiny loss
+        loss = mp.log1p(mp.fsum(mp.exp(delta[b]) for b in others))
+        losses.append(loss)
+        probs = {b: mp.exp(delta[b] - loss) for b in others}
+        for b in others:
+            resid[a][b] = w[a] * probs[b]
+        resid[a][p] = -w[a] * mp.fsum(probs.values())
+    g = [[resid[a][b] * scale[b] for b in range(n2)] for a in range(n2)]
+    grad_z = []
+    for a in range(n2):
+        coef = [g[a][b] + g[b][a] for b in range(n2)]
+        g_mu = [mp.fdot(coef, [mu[b][i] for b in range(n2)]) for i in range(d)]
+        radial = mp.fdot(mu[a], g_mu)
+        grad_z.append([(g_mu[i] - radial * mu[a][i]) / norms[a] for i in range(d)])
+    grad_k = None
+    if kappa is not None:
+        grad_k = [mp.fsum(resid[a][b] * (cos[a][b] - length[b]) for a in range(n2) if a != b)
+                  for b in range(n2)]
+    total = mp.fsum(wa * la for wa, la in zip(w, losses))
+    return losses, total, mp.fsum(losses), grad_z, grad_k, log_c, length
+
+
+def _to_f64(values) -> np.ndarray:
+    return np.array([float(v) for v in values], dtype=np.float64)
+
+
+def pcl(z1, z2, kappa1, kappa2, *, weights="mean") -> OracleResult:
+    """The PCL, its per-anchor losses and its gradient, at 50 digits, rounded to float64.
+
+    ``weights`` is ``"mean"`` (``w_a = 1/(2N)`` exactly), ``"sum"`` or an array of shape (2N,).
+    """
+    mp = _mpmath()
+    z, n, d = _views(z1, z2)
+    k = np.concatenate([np.asarray(kappa1, np.float64).reshape(-1), np.asarray(kappa2, np.float64).reshape(-1)])
+    for name, part in (("kappa1", kappa1), ("kappa2", kappa2)):
+        if np.shape(part) != (n,):
+            raise ValueError(f"{name} must have shape (N,) = ({n},), got {np.shape(part)}")
+    if not np.all(np.isfinite(k)) or np.any(k < 0):
+        raise ValueError("kappa1 and kappa2 must be finite and >= 0")
+    with mp.workdps(DIGITS + _GUARD):
+        kappa = [mp.mpf(float(v)) for v in k]
+        losses, total, total_sum, gz, gk, log_c, length = _evaluate(
+            mp, z, n, d, kappa, None, _weights(mp, weights, 2 * n))
+        gz = np.array([[float(v) for v in row] for row in gz], dtype=np.float64)
+        gk = _to_f64(gk)
+        return OracleResult(
+            _to_f64(losses), float(total), float(total_sum),
+            {"z1": gz[:n], "z2": gz[n:], "kappa1": gk[:n], "kappa2": gk[n:]},
+            _to_f64(log_c), _to_f64(length),
+        )
+
+
+def ntxent(z1, z2, *, temperature: float, weights="mean") -> OracleResult:
+    """NT-Xent with temperature ``temperature`` (a float64), as :func:`pcl`."""
+    mp = _mpmath()
+    z, n, d = _views(z1, z2)
+    tau = float(temperature)
+    if not (np.isfinite(tau) and tau > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {tau}")
+    with mp.workdps(DIGITS + _GUARD):
+        losses, total, total_sum, gz, _, _, _ = _evaluate(
+            mp, z, n, d, None, 1 / mp.mpf(tau), _weights(mp, weights, 2 * n))
+        gz = np.array([[float(v) for v in row] for row in gz], dtype=np.float64)
+        return OracleResult(_to_f64(losses), float(total), float(total_sum), {"z1": gz[:n], "z2": gz[n:]})

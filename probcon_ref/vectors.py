@@ -1,0 +1,424 @@
+"""``probcon-ref vectors``: portable golden vectors for the PCL and NT-Xent.
+
+A versioned set of small cases covering every regime of SPEC section 6, each stored as
+``NAME.npz`` (plain float64 arrays, readable with ``numpy.load(..., allow_pickle=False)``)
+and ``NAME.json`` (the same numbers as JSON, each float64 written so that it reads back
+exactly), plus ``manifest.json`` and a ``README.md`` that explains the format. The outputs
+(loss, per-anchor losses, every gradient) are computed at 50 significant digits by
+:mod:`probcon_ref.oracle` and rounded to float64 once, so an implementation in any language
+can test itself without Python.
+
+The set ships with the package (``probcon_ref/data/golden``): ``probcon-ref vectors DIR``
+writes it out; ``--recompute`` evaluates it again at 50 digits (needs mpmath; tens of
+seconds). :func:`load` reads a written set.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+__all__ = ["FORMAT", "VERSION", "CASES", "GoldenCase", "case_inputs", "compute", "load", "write",
+           "shipped_directory"]
+
+FORMAT = "probcon-ref golden vectors"
+VERSION = 1
+
+PCL_INPUTS = ("z1", "z2", "kappa1", "kappa2")
+PCL_OUTPUTS = ("loss", "loss_sum", "losses", "grad_z1", "grad_z2", "grad_kappa1", "grad_kappa2",
+               "log_vmf_normalizer", "mean_resultant_length")
+NTXENT_INPUTS = ("z1", "z2", "temperature")
+NTXENT_OUTPUTS = ("loss", "loss_sum", "losses", "grad_z1", "grad_z2")
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """How one golden case is made: its name, loss, regimes and input builder."""
+
+    name: str
+    loss: str  # "pcl" or "ntxent"
+    description: str
+    regimes: tuple[str, ...]
+    build: Callable[[np.random.Generator], dict]
+    seed: int
+
+
+def _directions(rng, n, d):
+    return rng.standard_normal((n, d))
+
+
+def _noisy_pair(rng, n, d, noise=0.5):
+    z1 = _directions(rng, n, d)
+    return z1, z1 + noise * rng.standard_normal((n, d))
+
+
+def _pcl(z1, z2, k1, k2):
+    return {"z1": np.asarray(z1, np.float64), "z2": np.asarray(z2, np.float64),
+            "kappa1": np.asarray(k1, np.float64), "kappa2": np.asarray(k2, np.float64)}
+
+
+def _nt(z1, z2, tau):
+    return {"z1": np.asarray(z1, np.float64), "z2": np.asarray(z2, np.float64),
+            "temperature": np.asarray(tau, np.float64)}
+
+
+def _random_pcl(n, d, mean=1.5, sigma=1.0):
+    def build(rng):
+        z1, z2 = _noisy_pair(rng, n, d)
+        return _pcl(z1, z2, rng.lognormal(mean, sigma, n), rng.lognormal(mean, sigma, n))
+    return build
+
+
+def _large_d(rng):
+    # Entries are multiples of 1/16 so the inputs stay short in JSON; the outputs are not.
+    # Views share a tenth of their direction, so with kappa 30 to 300 no candidate dominates.
+    n, d = 2, 4096
+    z1 = np.round(16 * rng.standard_normal((n, d))) / 16
+    z2 = np.round(16 * (0.1 * z1 + rng.standard_normal((n, d)))) / 16
+    return _pcl(z1, z2, [30.0, 150.0], [80.0, 300.0])
+
+
+def _order63_tiny_kappa(rng):
+    z1, z2 = _noisy_pair(rng, 3, 128)
+    return _pcl(z1, z2, np.logspace(-6, -4, 3), np.logspace(-5, -3.5, 3))
+
+
+def _kappa_zero(rng):
+    z1, z2 = _noisy_pair(rng, 3, 16)
+    return _pcl(z1, z2, [0.0, 0.0, 3.0], [0.0, 1e-300, 5.0])
+
+
+def _kappa_zero_d2(rng):
+    z1, z2 = _noisy_pair(rng, 3, 2)
+    return _pcl(z1, z2, [0.0, 0.5, 0.0], [2.0, 0.0, 1e-8])
+
+
+def _huge_kappa(rng):
+    z1, z2 = _noisy_pair(rng, 3, 64, noise=0.05)
+    return _pcl(z1, z2, [1e4, 2e5, 1e6], [5e4, 1e6, 3e5])
+
+
+def _identical(rng):
+    z1 = _directions(rng, 4, 16)
+    return _pcl(z1, z1.copy(), rng.uniform(5, 50, 4), rng.uniform(5, 50, 4))
+
+
+def _confident(rng):
+    # identical views, large kappa: per-anchor losses from 1e-94 to 1e-45
+    z1 = _directions(rng, 3, 32)
+    return _pcl(z1, z1.copy(), [100.0, 250.0, 400.0], [150.0, 700.0, 900.0])
+
+
+def _underflow(rng):
+    # identical views, d = 256, kappa 500 to 3000: per-anchor losses near and below the
+    # smallest normal float64 (2.2e-308)
+    z1 = _directions(rng, 3, 256)
+    return _pcl(z1, z1.copy(), [500.0, 1000.0, 2000.0], [750.0, 1500.0, 3000.0])
+
+
+def _antipodal(rng):
+    z1 = _directions(rng, 4, 8)
+    return _pcl(z1, -z1, rng.uniform(0.5, 20, 4), rng.uniform(0.5, 20, 4))
+
+
+def _scaled(scale_of_row):
+    def build(rng):
+        n, d = 4, 8
+        z1, z2 = _noisy_pair(rng, n, d)
+        s1, s2 = scale_of_row(rng, n)
+        return _pcl(z1 * s1[:, None], z2 * s2[:, None], rng.lognormal(1.5, 1, n), rng.lognormal(1.5, 1, n))
+    return build
+
+
+def _n1(rng):
+    z1, z2 = _noisy_pair(rng, 1, 5)
+    return _pcl(z1, z2, [3.0], [0.5])
+
+
+def _ntxent_limit(rng):
+    z1, z2 = _noisy_pair(rng, 4, 8)
+    return _pcl(z1, z2, np.full(4, 2.0), np.full(4, 2.0))
+
+
+def _nt_random(n, d, tau, noise=0.5):
+    def build(rng):
+        z1, z2 = _noisy_pair(rng, n, d, noise)
+        return _nt(z1, z2, tau)
+    return build
+
+
+def _nt_identical(rng):
+    z1 = _directions(rng, 3, 8)
+    return _nt(z1, z1.copy(), 0.02)
+
+
+def _nt_antipodal(rng):
+    z1 = _directions(rng, 3, 4)
+    return _nt(z1, -z1, 1.0)
+
+
+def _nt_norms(rng):
+    z1, z2 = _noisy_pair(rng, 3, 6)
+    return _nt(z1 * np.array([[1e-6], [1.0], [1e6]]), z2 * np.array([[1e6], [1e-6], [1.0]]), 0.3)
+
+
+_TINY = (lambda rng, n: (np.full(n, 1e-6), np.full(n, 1e-6)))
+_HUGE = (lambda rng, n: (np.full(n, 1e6), np.full(n, 1e6)))
+_MIXED = (lambda rng, n: (10.0 ** rng.uniform(-6, 6, n), 10.0 ** rng.uniform(-6, 6, n)))
+
+CASES: tuple[CaseSpec, ...] = (
+    CaseSpec("pcl-basic", "pcl", "random batch, moderate kappa", ("random",), _random_pcl(4, 8), 1),
+    CaseSpec("pcl-d2", "pcl", "circle, d = 2 (order 0)", ("d2",), _random_pcl(4, 2), 2),
+    CaseSpec("pcl-d3", "pcl", "sphere, d = 3 (order 1/2)", ("d3", "odd-d"), _random_pcl(4, 3), 3),
+    CaseSpec("pcl-odd-d", "pcl", "odd dimension d = 33 (half-integer order)", ("odd-d",), _random_pcl(3, 33), 4),
+    CaseSpec("pcl-large-d", "pcl", "d = 4096 (order 2047), kappa 30 to 300", ("large-d",), _large_d, 5),
+    CaseSpec("pcl-order63-tiny-kappa", "pcl", "d = 128 (order 63), kappa 1e-6 to 3e-4",
+             ("large-order", "tiny-kappa"), _order63_tiny_kappa, 6),
+    CaseSpec("pcl-kappa-zero", "pcl", "kappa = 0 and kappa = 1e-300, d = 16", ("kappa-zero",), _kappa_zero, 7),
+    CaseSpec("pcl-kappa-zero-d2", "pcl", "kappa = 0 with d = 2 (order 0)", ("kappa-zero", "d2"), _kappa_zero_d2, 8),
+    CaseSpec("pcl-huge-kappa", "pcl", "kappa 1e4 to 1e6, close views", ("huge-kappa",), _huge_kappa, 9),
+    CaseSpec("pcl-identical", "pcl", "identical views (cosine of every positive is 1)", ("identical",), _identical, 10),
+    CaseSpec("pcl-confident", "pcl", "identical views and large kappa: losses from 1e-94 to 1e-45",
+             ("identical", "tiny-loss"), _confident, 11),
+    CaseSpec("pcl-underflow", "pcl", "identical views, d = 256, kappa 500 to 3000: losses at float64 underflow",
+             ("identical", "tiny-loss", "large-order"), _underflow, 18),
+    CaseSpec("pcl-antipodal", "pcl", "antipodal views (cosine of every positive is -1)", ("antipodal",), _antipodal, 12),
+    CaseSpec("pcl-tiny-norms", "pcl", "raw norms 1e-6", ("tiny-norm",), _scaled(_TINY), 13),
+    CaseSpec("pcl-huge-norms", "pcl", "raw norms 1e6", ("huge-norm",), _scaled(_HUGE), 14),
+    CaseSpec("pcl-mixed-norms", "pcl", "raw norms from 1e-6 to 1e6", ("tiny-norm", "huge-norm"), _scaled(_MIXED), 15),
+    CaseSpec("pcl-n1", "pcl", "N = 1: the positive is the only candidate, loss and gradients 0", ("n1",), _n1, 16),
+    CaseSpec("pcl-ntxent-limit", "pcl", "kappa = 2 everywhere: equals ntxent with temperature 0.5",
+             ("equal-kappa",), _ntxent_limit, 17),
+    CaseSpec("ntxent-basic", "ntxent", "random batch, temperature 0.5", ("random",), _nt_random(4, 8, 0.5), 101),
+    CaseSpec("ntxent-small-tau", "ntxent", "temperature 0.05", ("small-tau",), _nt_random(4, 16, 0.05, 0.2), 102),
+    CaseSpec("ntxent-identical", "ntxent", "identical views, temperature 0.02: tiny losses",
+             ("identical", "tiny-loss"), _nt_identical, 103),
+    CaseSpec("ntxent-d2", "ntxent", "d = 2, temperature 0.2", ("d2",), _nt_random(4, 2, 0.2), 104),
+    CaseSpec("ntxent-antipodal", "ntxent", "antipodal views, temperature 1", ("antipodal",), _nt_antipodal, 105),
+    CaseSpec("ntxent-mixed-norms", "ntxent", "raw norms 1e-6, 1 and 1e6, temperature 0.3",
+             ("tiny-norm", "huge-norm"), _nt_norms, 106),
+    CaseSpec("ntxent-n1", "ntxent", "N = 1: loss and gradients 0", ("n1",), _nt_random(1, 3, 0.5), 107),
+)
+
+_BY_NAME = {c.name: c for c in CASES}
+
+
+def _spec(name: str) -> CaseSpec:
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise ValueError(f"unknown golden case {name!r}; known: {', '.join(_BY_NAME)}") from None
+
+
+def case_inputs(name: str) -> dict:
+    """The inputs of case ``name``, rebuilt from its seed (float64 NumPy arrays)."""
+    spec = _spec(name)
+    return spec.build(np.random.default_rng(spec.seed))
+
+
+def compute(name: str, inputs: dict | None = None) -> dict:
+    """All outputs of case ``name`` at 50 digits (rounded to float64), for ``inputs`` or its own."""
+    from . import oracle
+
+    spec = _spec(name)
+    x = case_inputs(name) if inputs is None else inputs
+    if spec.loss == "pcl":
+        r = oracle.pcl(x["z1"], x["z2"], x["kappa1"], x["kappa2"])
+        extra = {"grad_kappa1": r.grads["kappa1"], "grad_kappa2": r.grads["kappa2"],
+                 "log_vmf_normalizer": r.log_c, "mean_resultant_length": r.mean_length}
+    else:
+        r = oracle.ntxent(x["z1"], x["z2"], temperature=float(x["temperature"]))
+        extra = {}
+    out = {"loss": np.float64(r.loss), "loss_sum": np.float64(r.loss_sum), "losses": r.losses,
+           "grad_z1": r.grads["z1"], "grad_z2": r.grads["z2"], **extra}
+    return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+
+
+# ---------------------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class GoldenCase:
+    """One golden case as read back: metadata, inputs and outputs (float64 NumPy arrays)."""
+
+    name: str
+    loss: str
+    n: int
+    d: int
+    regimes: tuple[str, ...]
+    description: str
+    inputs: dict
+    outputs: dict
+
+    @property
+    def temperature(self) -> float | None:
+        t = self.inputs.get("temperature")
+        return None if t is None else float(t)
+
+
+def _meta(spec: CaseSpec, inputs: dict) -> dict:
+    n, d = inputs["z1"].shape
+    meta = {"name": spec.name, "loss": spec.loss, "n": int(n), "d": int(d),
+            "regimes": list(spec.regimes), "description": spec.description,
+            "reduction": "mean", "npz": f"{spec.name}.npz", "json": f"{spec.name}.json"}
+    if spec.loss == "ntxent":
+        meta["temperature"] = float(inputs["temperature"])
+    return meta
+
+
+def _json_value(a: np.ndarray):
+    """Nested lists of Python floats; ``repr`` of a float64 reads back to the same float64."""
+    if not np.all(np.isfinite(a)):
+        raise ValueError("golden vectors hold finite numbers only")
+    return a.tolist() if a.ndim else float(a)
+
+
+def _write_case(directory: Path, spec: CaseSpec, inputs: dict, outputs: dict, formats) -> dict:
+    meta = _meta(spec, inputs)
+    arrays = {**inputs, **outputs}
+    if "npz" in formats:
+        np.savez_compressed(directory / meta["npz"], **arrays)
+    if "json" in formats:
+        doc = {"format": FORMAT, "version": VERSION, **{k: v for k, v in meta.items() if k not in ("npz", "json")},
+               "inputs": {k: _json_value(v) for k, v in inputs.items()},
+               "outputs": {k: _json_value(v) for k, v in outputs.items()}}
+        (directory / meta["json"]).write_text(_dump_json(doc), encoding="utf-8")
+    return meta
+
+
+def _dump_json(doc: dict) -> str:
+    """JSON with one key per line and one matrix row per line (compact, still readable)."""
+
+    def value(v, indent):
+        if isinstance(v, dict):
+            inner = ",\n".join(f"{indent} {json.dumps(k)}: {value(x, indent + ' ')}" for k, x in v.items())
+            return "{\n" + inner + "\n" + indent + "}"
+        if isinstance(v, list) and v and isinstance(v[0], list):
+            rows = ",\n".join(f"{indent} {json.dumps(r, separators=(',', ':'))}" for r in v)
+            return "[\n" + rows + "\n" + indent + "]"
+        return json.dumps(v, separators=(",", ":"))
+
+    return value(doc, "") + "\n"
+
+
+def shipped_directory():
+    """The golden set installed with the package (a ``Traversable``)."""
+    return resources.files("probcon_ref") / "data" / "golden"
+
+
+def _read_npz(path) -> dict:
+    with path.open("rb") as fh, np.load(fh, allow_pickle=False) as data:
+        return {k: np.array(data[k], dtype=np.float64) for k in data.files}
+
+
+def load(directory=None, names=None) -> dict[str, GoldenCase]:
+    """Read a golden set (default: the shipped one) from its ``.npz`` files, by case name."""
+    root = shipped_directory() if directory is None else Path(directory)
+    manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{root}: not a golden-vector directory (format {manifest.get('format')!r})")
+    if manifest.get("version") != VERSION:
+        raise ValueError(f"{root}: golden vectors version {manifest.get('version')}, this reader knows {VERSION}")
+    out = {}
+    for meta in manifest["cases"]:
+        if names is not None and meta["name"] not in names:
+            continue
+        arrays = _read_npz(root / meta["npz"])
+        keys = PCL_INPUTS if meta["loss"] == "pcl" else NTXENT_INPUTS
+        inputs = {k: arrays.pop(k) for k in keys}
+        out[meta["name"]] = GoldenCase(meta["name"], meta["loss"], meta["n"], meta["d"],
+                                       tuple(meta["regimes"]), meta["description"], inputs, arrays)
+    return out
+
+
+def _manifest(metas: list[dict]) -> dict:
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "digits": 50,
+        "conventions": {
+            "anchors": "2N anchors, view 1 (rows of z1) first, then view 2; the positive of anchor a is (a + N) mod 2N",
+            "loss": "mean over the 2N anchors of the per-anchor losses",
+            "loss_sum": "sum over the 2N anchors",
+            "gradients": "of loss (the mean); the gradients of loss_sum are 2N times these",
+            "pcl_logits": "F_ab = log C_d(kappa_b) + kappa_b cos(z_a, z_b), b != a",
+            "ntxent_logits": "F_ab = cos(z_a, z_b) / temperature, b != a",
+        },
+        "cases": metas,
+    }
+
+
+def write(directory, *, recompute: bool = False, names=None, formats=("npz", "json"), progress=None) -> list[dict]:
+    """Write the golden set (or the cases ``names``) into ``directory``; returns their metadata.
+
+    By default the shipped values are written out; ``recompute=True`` evaluates every case
+    again at 50 digits from its seed (mpmath needed).
+    """
+    formats = tuple(formats)
+    bad = [f for f in formats if f not in ("npz", "json")]
+    if bad or not formats:
+        raise ValueError(f"formats must be a non-empty subset of ('npz', 'json'), got {formats!r}")
+    specs = list(CASES) if names is None else [_spec(n) for n in names]
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    shipped = None if recompute else load(names=[s.name for s in specs])
+    metas = []
+    for spec in specs:
+        if recompute:
+            inputs = case_inputs(spec.name)
+            outputs = compute(spec.name, inputs)
+        else:
+            case = shipped[spec.name]
+            inputs, outputs = case.inputs, case.outputs
+        metas.append(_write_case(directory, spec, inputs, outputs, formats))
+        if progress is not None:
+            progress(spec.name)
+    (directory / "manifest.json").write_text(json.dumps(_manifest(metas), indent=1) + "\n", encoding="utf-8")
+    readme = shipped_directory() / "README.md"
+    (directory / "README.md").write_text(readme.read_text(encoding="utf-8"), encoding="utf-8")
+    return metas
+
+
+# ---------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("directory", nargs="?", help="where to write the vectors (created if missing)")
+    parser.add_argument("--recompute", action="store_true",
+                        help="evaluate the cases again at 50 digits (needs mpmath) instead of "
+                             "writing the shipped values")
+    parser.add_argument("--case", action="append", dest="cases", metavar="NAME",
+                        help="write only this case (repeatable)")
+    parser.add_argument("--format", choices=("both", "npz", "json"), default="both",
+                        help="file formats to write (default both)")
+    parser.add_argument("--list", action="store_true", help="list the cases and exit")
+
+
+def run(args) -> int:
+    if args.list:
+        for spec in CASES:
+            print(f"{spec.name:<24} {spec.loss:<7} {spec.description}")
+        return 0
+    if not args.directory:
+        print("probcon-ref vectors: a target directory is required (or --list)")
+        return 2
+    formats = ("npz", "json") if args.format == "both" else (args.format,)
+    try:
+        metas = write(args.directory, recompute=args.recompute, names=args.cases, formats=formats,
+                      progress=(lambda name: print(f"  {name}", flush=True)) if args.recompute else None)
+    except ValueError as exc:
+        print(f"probcon-ref vectors: {exc}")
+        return 2
+    how = "computed at 50 digits" if args.recompute else "shipped"
+    print(f"wrote {len(metas)} golden cases ({how}, format version {VERSION}) to {args.directory}")
+    return 0
+
