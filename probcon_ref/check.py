@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import ntxent_loss, ntxent_loss_and_grad, pcl_loss, pcl_loss_and_grad
-from ._backends import Target, available_targets
+from ._backends import Target, available_targets, unavailable_targets
 
 # SPEC section 6: float64 against the float64 reference is exact to rounding; float32
 # against float64 within 1e-5 (loss) and 1e-4 (gradient blocks).
@@ -138,6 +138,8 @@ def run(args) -> int:
     rows, fd = run_checks(batch, args.repeats)
     print(f"probcon-ref check: N = {args.batch_size}, d = {args.dim}, seed = {args.seed}")
     print(format_table(rows))
+    for name, reason in unavailable_targets():
+        print(f"not run here: {name} ({reason})")
     fd_ok = all(v <= FD_TOLERANCE for v in fd.values())
     for name, err in fd.items():
         print(f"finite differences ({name}, numpy float64): worst relative error {err:.2e} "

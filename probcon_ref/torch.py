@@ -1,0 +1,272 @@
+"""PyTorch integration: the reference losses as differentiable functions and ``nn.Module`` s.
+
+:func:`pcl_loss` and :func:`ntxent_loss` are ``torch.autograd.Function`` s whose backward is
+the analytic gradient of :func:`probcon_ref.pcl_loss_and_grad` (SPEC section 4,
+:eq:`eq-residual` - :eq:`eq-grad-z`), not autograd through the forward pass: the
+reference's mathematics runs unchanged on the tensors, on their device.
+
+* The backward is scaled by the incoming gradient: for ``reduction="none"`` it becomes the
+  per-anchor weights ``w_a`` of :eq:`eq-residual`.
+* It is differentiable once (``once_differentiable``): asking for a second derivative
+  (``create_graph=True``, for instance a gradient penalty through the loss) raises an error
+  instead of returning a gradient that silently carries no graph.
+* Under ``torch.autocast``, and for float16/bfloat16 inputs generally, the computation runs
+  in float32 with autocast switched off inside; the loss is returned in the inputs'
+  (promoted) dtype and each gradient in its own input's dtype. The float32 gradient is
+  scaled by the incoming gradient before it is rounded, so a gradient scaler for mixed
+  precision keeps the small gradients it is there to keep.
+
+:class:`PCLLoss` and :class:`NTXentLoss` follow the calling convention of lightly and
+pytorch-metric-learning: ``loss = criterion(out0, out1, kappa0, kappa1)``.
+
+Examples
+--------
+>>> import torch
+>>> from probcon_ref.torch import PCLLoss
+>>> g = torch.Generator().manual_seed(0)
+>>> out0 = torch.randn(8, 16, generator=g, requires_grad=True)
+>>> out1 = (out0 + 0.1 * torch.randn(8, 16, generator=g)).detach()
+>>> kappa = torch.full((8,), 10.0, requires_grad=True)
+>>> loss = PCLLoss()(out0, out1, kappa, kappa)
+>>> loss.backward()
+>>> out0.grad.shape, kappa.grad.shape
+(torch.Size([8, 16]), torch.Size([8]))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+try:
+    import torch
+    from torch.autograd.function import once_differentiable
+except ImportError as exc:  # pragma: no cover - exercised only without PyTorch
+    raise ImportError("probcon_ref.torch needs PyTorch: pip install torch") from exc
+
+from . import loss as _loss
+from ._arrays import check_positive_scalar
+from ._inputs import REDUCTIONS
+
+__all__ = ["pcl_loss", "ntxent_loss", "PCLLoss", "NTXentLoss"]
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _check_tensors(**tensors) -> None:
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+
+
+def _check_reduction(reduction) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return reduction
+
+
+def _autocast_off(device: torch.device):
+    """A context with autocast disabled on ``device`` (nothing to do where it has none)."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def _working(t: torch.Tensor) -> torch.Tensor:
+    """Half precisions widened to float32; float32/float64 (and invalid dtypes) as they are."""
+    return t.float() if t.dtype in _HALF else t
+
+
+def _loss_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return dtype
+
+
+def _differentiable_once(backward):
+    """``once_differentiable``, and an error when autograd is asked for a graph of the gradient.
+
+    The gradient is computed by formula, so autograd cannot differentiate it again; with
+    ``create_graph=True`` plain ``once_differentiable`` would return a gradient that silently
+    carries no graph, so a second-order term (a gradient penalty) would vanish unnoticed.
+    """
+    inner = once_differentiable(backward)
+
+    @functools.wraps(backward)
+    def wrapper(ctx, *grad_outputs):
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "probcon_ref.torch losses are differentiable once (once_differentiable): "
+                "their backward is the analytic gradient, so create_graph=True (double "
+                "backward, gradient penalties through the loss) is not supported"
+            )
+        return inner(ctx, *grad_outputs)
+
+    return wrapper
+
+
+def _scaled(grads, grad_output, needs, dtypes):
+    """Each gradient times ``grad_output``, cast to its input's dtype; None where not needed."""
+    out = []
+    for g, need, dt in zip(grads, needs, dtypes):
+        out.append((g * grad_output.to(g.dtype)).to(dt) if need else None)
+    return tuple(out)
+
+
+class _PCLFunction(torch.autograd.Function):
+    """Forward: :func:`probcon_ref.pcl_loss`; backward: its analytic gradient."""
+
+    @staticmethod
+    def forward(ctx, z1, z2, kappa1, kappa2, reduction, grad_wanted, block_size):
+        inputs = (z1, z2, kappa1, kappa2)
+        ctx.reduction = reduction
+        ctx.block_size = block_size
+        ctx.dtypes = tuple(t.dtype for t in inputs)
+        out_dtype = _loss_dtype(*inputs)
+        work = tuple(_working(t) for t in inputs)
+        with _autocast_off(z1.device):
+            if reduction == "none":
+                value = _loss.pcl_loss(*work, reduction="none", block_size=block_size)
+                ctx.save_for_backward(*work)
+            elif grad_wanted:
+                value, grads = _loss.pcl_loss_and_grad(*work, reduction=reduction, block_size=block_size)
+                ctx.save_for_backward(*grads)
+            else:
+                value = _loss.pcl_loss(*work, reduction=reduction, block_size=block_size)
+        return value.to(out_dtype)
+
+    @staticmethod
+    @_differentiable_once
+    def backward(ctx, grad_output):
+        needs = ctx.needs_input_grad[:4]
+        with _autocast_off(grad_output.device):
+            if ctx.reduction == "none":
+                z1, z2, k1, k2 = ctx.saved_tensors
+                _, grads = _loss.pcl_loss_and_grad(z1, z2, k1, k2, weights=grad_output.to(z1.dtype),
+                                                   block_size=ctx.block_size)
+                grads = tuple(g.to(dt) if need else None for g, need, dt in zip(grads, needs, ctx.dtypes))
+            else:
+                grads = _scaled(ctx.saved_tensors, grad_output, needs, ctx.dtypes)
+        return (*grads, None, None, None)
+
+
+class _NTXentFunction(torch.autograd.Function):
+    """Forward: :func:`probcon_ref.ntxent_loss`; backward: its analytic gradient."""
+
+    @staticmethod
+    def forward(ctx, z1, z2, temperature, reduction, grad_wanted, block_size):
+        ctx.reduction = reduction
+        ctx.block_size = block_size
+        ctx.temperature = temperature
+        ctx.dtypes = (z1.dtype, z2.dtype)
+        out_dtype = _loss_dtype(z1, z2)
+        work = (_working(z1), _working(z2))
+        with _autocast_off(z1.device):
+            if reduction == "none":
+                value = _loss.ntxent_loss(*work, temperature=temperature, reduction="none",
+                                          block_size=block_size)
+                ctx.save_for_backward(*work)
+            elif grad_wanted:
+                value, grads = _loss.ntxent_loss_and_grad(*work, temperature=temperature, reduction=reduction,
+                                                          block_size=block_size)
+                ctx.save_for_backward(*grads)
+            else:
+                value = _loss.ntxent_loss(*work, temperature=temperature, reduction=reduction,
+                                          block_size=block_size)
+        return value.to(out_dtype)
+
+    @staticmethod
+    @_differentiable_once
+    def backward(ctx, grad_output):
+        needs = ctx.needs_input_grad[:2]
+        with _autocast_off(grad_output.device):
+            if ctx.reduction == "none":
+                z1, z2 = ctx.saved_tensors
+                _, grads = _loss.ntxent_loss_and_grad(z1, z2, temperature=ctx.temperature,
+                                                      weights=grad_output.to(z1.dtype), block_size=ctx.block_size)
+                grads = tuple(g.to(dt) if need else None for g, need, dt in zip(grads, needs, ctx.dtypes))
+            else:
+                grads = _scaled(ctx.saved_tensors, grad_output, needs, ctx.dtypes)
+        return (*grads, None, None, None, None)
+
+
+def _grad_wanted(*tensors) -> bool:
+    """Whether autograd will ask for a gradient: then the forward computes it in the same pass."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def pcl_loss(z1, z2, kappa1, kappa2, *, reduction: str = "mean", block_size: int | None = None):
+    """The probabilistic contrastive loss, differentiable with its analytic gradient.
+
+    Same mathematics, arguments and input rules as :func:`probcon_ref.pcl_loss`
+    (:eq:`eq-loss`, :eq:`eq-pcl-logits`); gradients flow to every argument that requires
+    them, computed by :func:`probcon_ref.pcl_loss_and_grad`. Differentiable once.
+
+    Parameters
+    ----------
+    z1, z2 : torch.Tensor, shape (N, d)
+        Raw embeddings of the two views, on one device.
+    kappa1, kappa2 : torch.Tensor, shape (N,)
+        Concentrations ``>= 0``, for instance ``softplus`` or ``exp`` of a confidence head.
+    reduction : {"mean", "sum", "none"}
+        Mean or sum over the 2N anchors, or the per-anchor losses (view 1 first).
+    block_size : int, optional
+        Anchors processed at a time, as in :func:`probcon_ref.pcl_loss` (bounds the memory).
+
+    Returns
+    -------
+    torch.Tensor
+        0-d (shape (2N,) for ``"none"``), on the inputs' device, in their promoted dtype.
+    """
+    _check_tensors(z1=z1, z2=z2, kappa1=kappa1, kappa2=kappa2)
+    reduction = _check_reduction(reduction)
+    grad_wanted = _grad_wanted(z1, z2, kappa1, kappa2)
+    return _PCLFunction.apply(z1, z2, kappa1, kappa2, reduction, grad_wanted, block_size)
+
+
+def ntxent_loss(z1, z2, *, temperature: float = 0.5, reduction: str = "mean", block_size: int | None = None):
+    """NT-Xent with its analytic gradient (:eq:`eq-ntxent-logits`); see :func:`pcl_loss`.
+
+    The deterministic special case of the PCL with every ``kappa = 1/temperature``.
+    """
+    _check_tensors(z1=z1, z2=z2)
+    temperature = check_positive_scalar(temperature, "temperature")
+    reduction = _check_reduction(reduction)
+    return _NTXentFunction.apply(z1, z2, temperature, reduction, _grad_wanted(z1, z2), block_size)
+
+
+class PCLLoss(torch.nn.Module):
+    """The probabilistic contrastive loss as a module: ``criterion(out0, out1, kappa0, kappa1)``.
+
+    ``out0, out1`` are the embeddings of the two views, shape (N, d); ``kappa0, kappa1`` their
+    confidences, shape (N,), ``>= 0``. See :func:`pcl_loss`.
+    """
+
+    def __init__(self, reduction: str = "mean", block_size: int | None = None):
+        super().__init__()
+        self.reduction = _check_reduction(reduction)
+        self.block_size = block_size
+
+    def forward(self, out0, out1, kappa0, kappa1):
+        return pcl_loss(out0, out1, kappa0, kappa1, reduction=self.reduction, block_size=self.block_size)
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}"
+
+
+class NTXentLoss(torch.nn.Module):
+    """NT-Xent as a module: ``criterion(out0, out1)``, default temperature 0.5 (as in lightly)."""
+
+    def __init__(self, temperature: float = 0.5, reduction: str = "mean", block_size: int | None = None):
+        super().__init__()
+        self.temperature = check_positive_scalar(temperature, "temperature")
+        self.reduction = _check_reduction(reduction)
+        self.block_size = block_size
+
+    def forward(self, out0, out1):
+        return ntxent_loss(out0, out1, temperature=self.temperature, reduction=self.reduction,
+                           block_size=self.block_size)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, reduction={self.reduction!r}"
