@@ -19,6 +19,9 @@ reference's mathematics runs unchanged on the tensors, on their device.
 :class:`PCLLoss` and :class:`NTXentLoss` follow the calling convention of lightly and
 pytorch-metric-learning: ``loss = criterion(out0, out1, kappa0, kappa1)``.
 
+``probcon_ref.torch.distributed`` (the module :mod:`probcon_ref.distributed`) computes the
+exact loss over all processes of a ``torch.distributed`` group.
+
 Examples
 --------
 >>> import torch
@@ -44,11 +47,12 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without PyTorch
     raise ImportError("probcon_ref.torch needs PyTorch: pip install torch") from exc
 
+from . import distributed
 from . import loss as _loss
 from ._arrays import check_positive_scalar
 from ._inputs import REDUCTIONS
 
-__all__ = ["pcl_loss", "ntxent_loss", "PCLLoss", "NTXentLoss"]
+__all__ = ["pcl_loss", "ntxent_loss", "PCLLoss", "NTXentLoss", "distributed"]
 
 _HALF = (torch.float16, torch.bfloat16)
 
