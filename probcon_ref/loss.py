@@ -385,7 +385,7 @@ def ntxent_loss(z1, z2, *, temperature: float = 0.5, reduction: str = "mean", bl
     --------
     >>> import numpy as np
     >>> from probcon_ref import ntxent_loss
-    >>> z = np.eye(2, 3)
+    >>> z = np.eye(1, 3)
     >>> float(ntxent_loss(z, z, reduction="sum"))  # N = 1: one candidate, the positive
     0.0
     """

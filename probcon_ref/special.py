@@ -313,7 +313,7 @@ def log_iv(nu, x):
     >>> import numpy as np
     >>> from probcon_ref.special import log_iv
     >>> float(log_iv(0.5, np.asarray(1.0)))  # I_{1/2}(1) = sqrt(2/pi) sinh(1)
-    -0.0609...
+    -0.0643...
     """
     nu = _check_order(nu)
     xp, x, out_dtype = _prepare(x, "x")

@@ -1,0 +1,490 @@
+"""Markdown generated at build time for the ``{generated}`` directive.
+
+Each generator returns MyST Markdown. Numbers come from :mod:`docs_data` (computed from the
+code), tables of declarations from the repository's files; nothing is typed in.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import pkgutil
+import re
+import tomllib
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+import docs_data
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "probcon_ref"
+BACKENDS_TOML = ROOT / "backends" / "backends.toml"
+EQ_ROLE = re.compile(r":eq:`([^`<>]+)`")
+
+#: Modules whose API the reference documents by hand (the page lists them explicitly).
+CORE_MODULES = ("probcon_ref", "probcon_ref.loss", "probcon_ref.special")
+
+#: Modules documented when present, in this order, with a one-line description. Any other
+#: public module of the package that appears later is appended after these.
+OPTIONAL_MODULES = {
+    "probcon_ref.torch": "PyTorch integration.",
+    "probcon_ref.testing": "Validating another implementation against the reference.",
+    "probcon_ref.vectors": "Portable golden vectors.",
+    "probcon_ref.check": "The `probcon-ref check` command.",
+    "probcon_ref.bench": "The `probcon-ref bench` command.",
+    "probcon_ref.experiment": "The `probcon-ref experiment` command.",
+}
+
+#: Modules never given an API section (entry points and plumbing).
+SKIPPED_MODULES = {"probcon_ref.cli", "probcon_ref.__main__"}
+
+
+def _fmt(x: float) -> str:
+    """A float in short scientific notation, for tables."""
+    if x == 0:
+        return "0"
+    if not np.isfinite(x):
+        return str(x)
+    return f"{x:.1e}"
+
+
+def _tex_number(x: float) -> str:
+    """``x`` to 4 significant digits in TeX: ``4.217 \\times 10^{5}`` rather than ``4.217e+05``."""
+    text = f"{x:.4g}"
+    if "e" not in text:
+        return text
+    mantissa, exponent = text.split("e")
+    return f"{mantissa} \\times 10^{{{int(exponent)}}}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    def row(cells):
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    lines = [row(header), "|" + "---|" * len(header)] + [row(r) for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------
+# Special functions
+# ---------------------------------------------------------------------------------------
+
+
+def special_accuracy_table() -> str:
+    s = docs_data.special_accuracy()
+    rows = []
+    for q, label in docs_data.QUANTITY_LABELS.items():
+        for i, dtype in enumerate(("float64", "float32")):
+            err = s.errors[(q, dtype)]
+            worst = int(np.argmax(err))
+            target = docs_data.SPEC_TARGETS[q][i]
+            rows.append([
+                label, dtype, docs_data.QUANTITY_MEASURES[q], _fmt(float(err[worst])),
+                f"$\\nu = {s.nu[worst]:g}$, $x = {_tex_number(float(s.x[worst]))}$", _fmt(target),
+                "yes" if err[worst] <= target else "**no**",
+            ])
+    head = (f"Measured on {len(s.x)} points: orders "
+            f"{', '.join(f'{v:g}' for v in docs_data.ACCURACY_ORDERS)}, and for each a "
+            "log-spaced sweep of $x$ from $10^{-3}$ to $10^6$ plus points near $x = \\nu$.\n\n")
+    return head + _table(["quantity", "dtype", "measure ($e$: the error)", "worst", "where",
+                          "target", "met"], rows)
+
+
+def special_plan_table() -> str:
+    from probcon_ref.special import plan_for_eps
+
+    rows = []
+    for dtype in (np.float64, np.float32):
+        eps = float(np.finfo(dtype).eps)
+        p = plan_for_eps(eps)
+        rows.append([np.dtype(dtype).name, _fmt(eps), f"{p.debye_min_order:g}", str(p.debye_terms),
+                     f"{p.series_max_x:g}", str(p.series_terms)])
+    return _table(["dtype", "machine epsilon", "$n_0$", "Debye terms $K$",
+                   "$x_s$", "series terms $J$"], rows)
+
+
+def _poly_latex(coeffs) -> str:
+    terms = []
+    for j, c in enumerate(coeffs):
+        if c == 0:
+            continue
+        c = Fraction(c)
+        sign = "-" if c < 0 else "+"
+        a = abs(c)
+        num = f"\\tfrac{{{a.numerator}}}{{{a.denominator}}}" if a.denominator != 1 else (
+            "" if (a == 1 and j) else str(a.numerator))
+        power = "" if j == 0 else ("t" if j == 1 else f"t^{{{j}}}")
+        terms.append((sign, f"{num}{power}"))
+    out = ""
+    for i, (sign, body) in enumerate(terms):
+        out += (("-" if sign == "-" else "") if i == 0 else f" {sign} ") + body
+    return out or "0"
+
+
+def debye_polynomials_math() -> str:
+    from probcon_ref.special import debye_polynomials
+
+    polys = debye_polynomials(4)
+    lines = [f"u_{k}(t) &= {_poly_latex(u)}" for k, u in enumerate(polys)]
+    return "$$\n\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}\n$$\n"
+
+
+def scipy_underflow_table() -> str:
+    from probcon_ref.special import log_iv
+
+    rows = []
+    for nu in (63.0, 2047.0):
+        for dtype in ("float64", "float32"):
+            x0 = docs_data.scipy_underflow_threshold(nu, dtype)
+            probe = np.asarray(x0 / 2, dtype=dtype)
+            ours = float(log_iv(nu, probe))
+            rows.append([f"{nu:g}", f"$d = {int(2 * nu + 2)}$", dtype, f"{x0:.3g}",
+                         f"{float(probe):.3g}", f"{ours:.6g}"])
+    return _table(["order $\\nu$", "dimension", "dtype", "`ive` is 0 for $x$ below",
+                   "at $x$ =", "`log_iv` there"], rows)
+
+
+def scipy_ratio_note() -> str:
+    theirs = docs_data.scipy_ratio_error()
+    s = docs_data.special_accuracy()
+    ours = float(np.max(s.errors[("ratio", "float64")]))
+    return (f"On the same grid as the accuracy study below, the ratio "
+            f"`ive(nu + 1, x) / ive(nu, x)` has a worst relative error of {_fmt(theirs)} "
+            f"where it is finite; {{func}}`~probcon_ref.special.bessel_ratio` has "
+            f"{_fmt(ours)}.\n")
+
+
+# ---------------------------------------------------------------------------------------
+# The loss
+# ---------------------------------------------------------------------------------------
+
+
+def gradient_check_table() -> str:
+    z1, z2, k1, k2 = docs_data.example_batch()
+    res = docs_data.gradient_check()
+    n, d = z1.shape
+    head = (f"Batch of $N = {n}$ pairs in $d = {d}$, concentrations from "
+            f"{min(k1.min(), k2.min()):.2g} to {max(k1.max(), k2.max()):.3g}, mean reduction, "
+            "float64; central differences with step $10^{-6}\\max(1, |v|)$.\n\n")
+    rows = [[f"`{k}`", _fmt(v)] for k, v in res.items()]
+    return head + _table(["block", "max-norm difference / max-norm of the block"], rows)
+
+
+def ntxent_limit_summary() -> str:
+    r = docs_data.ntxent_limit()
+    return (f"For a batch of $N = {r['n']}$ pairs in $d = {r['d']}$ with $\\tau = {r['temperature']:g}$: "
+            f"setting every $\\kappa_b = 1/\\tau$ gives a PCL whose relative difference from "
+            f"NT-Xent is {_fmt(r['exact_rel_diff'])}; with one common $\\kappa$ between "
+            f"{r['kappas'][0]:g} and {r['kappas'][-1]:g} against NT-Xent at $\\tau = 1/\\kappa$, "
+            f"the largest relative difference is {_fmt(float(np.max(r['common_rel_diff'])))}.\n")
+
+
+# ---------------------------------------------------------------------------------------
+# Backends
+# ---------------------------------------------------------------------------------------
+
+
+def _cell(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(f"`{v}`" for v in value) if value else "none"
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_cell(v)}" for k, v in value.items())
+    text = str(value)
+    return f"`{text}`" if text else ""
+
+
+def _declarations() -> dict | None:
+    if not BACKENDS_TOML.is_file():
+        return None
+    with BACKENDS_TOML.open("rb") as f:
+        return tomllib.load(f)
+
+
+def backends_table() -> str:
+    data = _declarations()
+    if data is None or not data.get("backends"):
+        return ("No backends are declared yet: the repository has no "
+                "`backends/backends.toml`, or it declares none.\n")
+    rows = []
+    known = {"module", "namespace", "install", "dtypes", "half_dtypes", "devices", "tolerances"}
+    extra_keys: list[str] = []
+    for spec in data["backends"].values():
+        extra_keys += [k for k in spec if k not in known and k not in extra_keys]
+    for backend, spec in data["backends"].items():
+        devices = spec.get("devices") or {"": {}}
+        for device, dev in devices.items():
+            install = dev.get("install", spec.get("install", ""))
+            overrides = spec.get("tolerances", {})
+            rows.append([
+                f"`{backend}`", f"`{device}`" if device else "", _cell(dev.get("name", "")),
+                _cell(spec.get("dtypes", [])), _cell(spec.get("half_dtypes", [])),
+                "yes" if dev.get("gpu") else "no", _cell(install),
+                _cell(overrides) if overrides else "defaults",
+            ] + [_cell(spec.get(k, "")) for k in extra_keys])
+    header = ["backend", "device", "name", "computed in", "half precisions (in float32)",
+              "needs a GPU", "install", "tolerances"] + extra_keys
+    return _table(header, rows)
+
+
+def tolerances_table() -> str:
+    data = _declarations()
+    tol = (data or {}).get("tolerances")
+    if not tol:
+        return "No tolerances are declared yet.\n"
+    keys: list[str] = []
+    for t in tol.values():
+        keys += [k for k in t if k not in keys]
+    rows = [[f"`{dtype}`"] + [_fmt(float(t[k])) if k in t else "" for k in keys]
+            for dtype, t in tol.items()]
+    return _table(["dtype"] + [f"`{k}`" for k in keys], rows)
+
+
+# ---------------------------------------------------------------------------------------
+# API of optional modules, command-line help
+# ---------------------------------------------------------------------------------------
+
+
+def _public_modules() -> list[str]:
+    import probcon_ref
+
+    found = [f"probcon_ref.{m.name}" for m in pkgutil.iter_modules(probcon_ref.__path__)
+             if not m.name.startswith("_")]
+    return sorted(found)
+
+
+def _optional_modules() -> list[str]:
+    present = [m for m in OPTIONAL_MODULES if importlib.util.find_spec(m) is not None]
+    others = [m for m in _public_modules()
+              if m not in OPTIONAL_MODULES and m not in CORE_MODULES and m not in SKIPPED_MODULES]
+    return present + others
+
+
+def optional_api() -> str:
+    modules = _optional_modules()
+    if not modules:
+        return "No further modules yet.\n"
+    out = []
+    for m in modules:
+        out.append(f"### `{m}`\n")
+        if m in OPTIONAL_MODULES:
+            out.append(OPTIONAL_MODULES[m] + "\n")
+        out.append(f"```{{eval-rst}}\n.. automodule:: {m}\n   :members:\n```\n")
+    return "\n".join(out)
+
+
+def cli_help(command: str = "") -> str:
+    import os
+
+    from probcon_ref import cli
+
+    old = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "90"  # argparse wraps to the terminal; make the page reproducible
+    try:
+        parser = cli.build_parser()
+        return _help_text(parser, command)
+    finally:
+        if old is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = old
+
+
+def _help_text(parser, command: str) -> str:
+    if not command:
+        return "```text\n" + parser.format_help() + "```\n"
+    sub = next(a for a in parser._actions if a.dest == "command")
+    if command not in sub.choices:
+        return (f"`probcon-ref {command}` is not part of this version of the package; its "
+                "reference will appear here when it is.\n")
+    return "```text\n" + sub.choices[command].format_help() + "```\n"
+
+
+# ---------------------------------------------------------------------------------------
+# Which code cites which equation
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A function, class or method whose docstring cites equation ``label``."""
+
+    label: str
+    module: str  # probcon_ref.loss
+    qualname: str  # pcl_logits, or Class.method
+    path: Path
+    line: int
+    entry_point: bool  # listed in its module's __all__ (or the package's)
+
+    @property
+    def target(self) -> str:
+        return f"{self.module}.{self.qualname}"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _dunder_all(tree: ast.Module) -> set[str]:
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+            try:
+                return set(ast.literal_eval(node.value))
+            except ValueError:
+                return set()
+    return set()
+
+
+@lru_cache(maxsize=None)
+def equation_citations() -> tuple[Citation, ...]:
+    """Every ``:eq:`` citation in a docstring of the package, by source order."""
+    out = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        module = _module_name(path)
+        public = _dunder_all(tree)
+
+        def visit(body, prefix=""):
+            for node in body:
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    qual = prefix + node.name
+                    doc = ast.get_docstring(node) or ""
+                    labels = dict.fromkeys(EQ_ROLE.findall(doc))
+                    for label in labels:
+                        out.append(Citation(label, module, qual, path, node.lineno,
+                                            not prefix and node.name in public))
+                    if isinstance(node, ast.ClassDef):
+                        visit(node.body, qual + ".")
+
+        visit(tree.body)
+    return tuple(out)
+
+
+def implementations(label: str) -> list[Citation]:
+    """The code shown beside equation ``label``.
+
+    The functions whose docstrings cite it, leaving out the public entry points (listed in a
+    ``__all__``), which combine many equations, unless nothing else cites the label.
+    """
+    cites = [c for c in equation_citations() if c.label == label]
+    inner = [c for c in cites if not c.entry_point]
+    return inner or cites
+
+
+#: Modules the API page documents in full, internals included.
+FULL_MODULES = ("probcon_ref.special", "probcon_ref.loss", "probcon_ref._inputs", "probcon_ref._arrays")
+
+
+def _package_name(c: Citation) -> str | None:
+    """``probcon_ref.X`` when the cited object is the package's own export ``X``."""
+    import probcon_ref
+
+    top = c.qualname.split(".")[0]
+    if top in getattr(probcon_ref, "__all__", ()) and c.module != "probcon_ref":
+        try:
+            if getattr(probcon_ref, top) is getattr(importlib.import_module(c.module), top):
+                return f"probcon_ref.{c.qualname}"
+        except AttributeError:
+            return None
+    return None
+
+
+def is_documented(c: Citation) -> bool:
+    """Whether the API page has an entry for the cited object (so a link to it resolves)."""
+    if _package_name(c):
+        return True
+    if c.module in FULL_MODULES:
+        return True
+    if c.module in _optional_modules():
+        try:
+            obj = _resolve(c)
+        except AttributeError:
+            return False
+        top = c.qualname.split(".")[0]
+        public = getattr(importlib.import_module(c.module), "__all__", None)
+        return (top in public) if public is not None else not top.startswith("_") and (
+            getattr(obj, "__doc__", None) is not None)
+    return False
+
+
+def _link(c: Citation) -> str:
+    if not is_documented(c):
+        return f"`{c.target}`"
+    return f"{{py:obj}}`{_package_name(c) or c.target}`"
+
+
+#: Pages in the order of the site's table of contents (equations are numbered in this order).
+PAGE_ORDER = ("derivation", "gradient", "special-functions", "properties")
+
+
+def _definition_order(label: str) -> tuple[int, int]:
+    """(page, position) of the equation's definition, for sorting; unknown labels last."""
+    docs = ROOT / "docs"
+    pages = [docs / f"{p}.md" for p in PAGE_ORDER]
+    pages += sorted(p for p in docs.glob("*.md") if p not in pages)
+    for i, page in enumerate(pages):
+        m = re.search(r"^\$\$\s*\(" + re.escape(label) + r"\)\s*$", page.read_text(encoding="utf-8"), re.M)
+        if m:
+            return i, m.start()
+    return len(pages), 0
+
+
+def equation_index() -> str:
+    """A table: each cited label, its equation, and the objects that cite it."""
+    by_label: dict[str, list[Citation]] = {}
+    for c in equation_citations():
+        by_label.setdefault(c.label, []).append(c)
+    rows = []
+    for label, cites in sorted(by_label.items(), key=lambda kv: _definition_order(kv[0])):
+        shown = {x.target for x in implementations(label)}
+        beside = ", ".join(_link(c) for c in cites if c.target in shown)
+        also = ", ".join(_link(c) for c in cites if c.target not in shown)
+        rows.append([f"{{eq}}`{label}`", f"`{label}`", beside, also])
+    return _table(["equation", "label", "computed by (shown beside it)", "also cited by"], rows)
+
+
+def _resolve(c: Citation):
+    obj = importlib.import_module(c.module)
+    for part in c.qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def implementations_markdown(label: str) -> str:
+    """literalinclude blocks of the code beside equation ``label`` (relative to docs/)."""
+    blocks = []
+    for c in implementations(label):
+        rel = Path("..") / c.path.relative_to(ROOT)
+        blocks.append(
+            f"```{{literalinclude}} {rel.as_posix()}\n:language: python\n"
+            f":pyobject: {c.qualname}\n:caption: {_link(c)}\n```\n")
+    return "\n".join(blocks)
+
+
+GENERATORS = {
+    "special_accuracy_table": special_accuracy_table,
+    "special_plan_table": special_plan_table,
+    "debye_polynomials_math": debye_polynomials_math,
+    "scipy_underflow_table": scipy_underflow_table,
+    "scipy_ratio_note": scipy_ratio_note,
+    "gradient_check_table": gradient_check_table,
+    "ntxent_limit_summary": ntxent_limit_summary,
+    "backends_table": backends_table,
+    "tolerances_table": tolerances_table,
+    "optional_api": optional_api,
+    "cli_help": cli_help,
+    "equation_index": equation_index,
+}
+
+#: Files a generator reads: a change to them rebuilds the page.
+DEPENDENCIES = {"backends_table": (BACKENDS_TOML,), "tolerances_table": (BACKENDS_TOML,)}

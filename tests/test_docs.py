@@ -1,0 +1,225 @@
+"""The documentation site: equation labels, the build, the docstring examples, the browser.
+
+* Every ``:eq:`` label that the package's code cites is defined by the docs, and shown
+  beside the code that computes it (fast: parses the sources, builds nothing).
+* The site builds offline with warnings as errors, nitpicky (``docs/build.py``'s command).
+* The docstring examples of every module of the package pass (``pytest --doctest-modules``).
+* The built site is self-contained (MathJax served from it, no remote scripts or styles).
+* Headless Chromium opens every page with mathematics: no console errors, every equation
+  typeset by MathJax, no TeX left on the page; a screenshot of the derivation page is saved
+  to ``docs/_build/artifacts/derivation.png`` (or ``$PROBCON_DOCS_ARTIFACTS``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import docs_helpers as h  # noqa: E402
+
+ROOT = h.ROOT
+ARTIFACTS = Path(os.environ.get("PROBCON_DOCS_ARTIFACTS", ROOT / "docs" / "_build" / "artifacts"))
+IN_CI = bool(os.environ.get("CI"))
+
+
+def _needs(module: str):
+    return pytest.mark.skipif(importlib.util.find_spec(module) is None,
+                              reason=f"{module} is not installed (pip install -e '.[docs]')")
+
+
+# ---------------------------------------------------------------------------------------
+# Labels: fast, no build
+# ---------------------------------------------------------------------------------------
+
+
+def test_every_cited_equation_is_defined():
+    cited = h.cited_labels()
+    defined = h.defined_labels()
+    assert cited, "no :eq: citation found in probcon_ref: the scan is broken"
+    missing = {label: where for label, where in cited.items() if label not in defined}
+    assert not missing, "the code cites equations the docs do not define:\n" + "\n".join(
+        f"  {label}: cited at {', '.join(where)}" for label, where in sorted(missing.items()))
+
+
+def test_equation_labels_are_unique():
+    twice = {label: where for label, where in h.defined_labels().items() if len(where) > 1}
+    assert not twice, f"labels defined more than once: {twice}"
+
+
+def test_every_cited_equation_is_shown_beside_its_code():
+    text = "\n".join(p.read_text(encoding="utf-8") for p in h.doc_sources())
+    annotated = set(re.findall(r"```\{implementations\}\s+(\S+)", text))
+    missing = sorted(set(h.cited_labels()) - annotated)
+    assert not missing, ("equations cited by the code but not shown beside it "
+                         f"(add an {{implementations}} directive next to each): {missing}")
+
+
+def test_label_scan_finds_every_syntax(tmp_path):
+    # The regular expressions of docs_helpers, on the three ways a page can label an equation.
+    sample = "$$\nx\n$$ (eq-a)\n\n```{math}\n:label: eq-b\ny\n```\n\n.. math::\n   :label: eq-c\n"
+    found = set(h.MYST_DOLLAR_LABEL.findall(sample)) | set(h.LABEL_OPTION.findall(sample))
+    assert found == {"eq-a", "eq-b", "eq-c"}
+
+
+# ---------------------------------------------------------------------------------------
+# The build
+# ---------------------------------------------------------------------------------------
+
+
+def _load_build_module():
+    spec = importlib.util.spec_from_file_location("docs_build", ROOT / "docs" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def built_site(tmp_path_factory):
+    """Build the site once per session, the way CI and ``docs/build.py`` do."""
+    for module in ("sphinx", "myst_parser", "numpydoc", "matplotlib"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed (pip install -e '.[docs]')")
+    out = tmp_path_factory.mktemp("docs")
+    cmd = _load_build_module().sphinx_command(out / "html", out / "doctrees")
+    env = dict(os.environ, MPLBACKEND="Agg", PYTHONHASHSEED="0")
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    return proc, out / "html"
+
+
+def test_site_builds_with_warnings_as_errors(built_site):
+    proc, html = built_site
+    log = (proc.stdout + proc.stderr)[-20000:]
+    assert proc.returncode == 0, f"sphinx-build -W -n failed:\n{log}"
+    assert "-W" in _load_build_module().sphinx_command(html, html) and \
+        "-n" in _load_build_module().sphinx_command(html, html)
+    for page in ("index", "derivation", "gradient", "special-functions", "properties",
+                 "api", "backends", "validation", "benchmarks", "experiment"):
+        assert (html / f"{page}.html").is_file(), f"{page}.html was not built"
+
+
+def test_site_is_self_contained(built_site):
+    proc, html = built_site
+    assert proc.returncode == 0
+    assert (html / "_static" / "mathjax" / "tex-chtml.js").is_file(), "MathJax is not in the site"
+    remote = re.compile(r"<(script|link|img)\b[^>]*\b(src|href)=\"(https?:)?//", re.I)
+    offenders = {}
+    for page in html.rglob("*.html"):
+        hits = [m.group(0) for m in remote.finditer(page.read_text(encoding="utf-8"))]
+        if hits:
+            offenders[page.name] = hits
+    assert not offenders, f"pages load resources from the network: {offenders}"
+
+
+def test_figures_are_built(built_site):
+    proc, html = built_site
+    assert proc.returncode == 0
+    images = {p.name for p in (html / "_images").glob("*.png")}
+    for name in ("special_accuracy.png", "optimal_kappa.png", "landscape.png", "ntxent_limit.png"):
+        assert name in images, f"figure {name} missing from the site"
+
+
+def test_every_equation_with_code_shows_its_source(built_site):
+    proc, html = built_site
+    assert proc.returncode == 0
+    text = (html / "derivation.html").read_text(encoding="utf-8")
+    assert text.count('class="annotated') >= 10
+    assert text.count('class="literal-block-wrapper') >= text.count('class="annotated')
+    assert "probcon_ref.loss.unit_directions" in text
+
+
+def test_validation_example_runs():
+    pytest.importorskip("torch")
+    proc = subprocess.run([sys.executable, str(ROOT / "docs" / "examples" / "compare.py")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_python_shown_on_pages_runs():
+    """Every ```python block marked ``% runs`` (a MyST comment line above it) runs."""
+    fence = re.compile(r"^% runs\n```python\n(.*?)^```", re.M | re.S)
+    blocks = [(page, code) for page in h.doc_sources()
+              for code in fence.findall(page.read_text(encoding="utf-8"))]
+    assert blocks, "no python example marked '% runs' found on the pages"
+    for page, code in blocks:
+        proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, f"example in {page.name} failed:\n{code}\n{proc.stderr}"
+
+
+# ---------------------------------------------------------------------------------------
+# Docstring examples
+# ---------------------------------------------------------------------------------------
+
+
+def test_docstring_examples_pass():
+    """``pytest --doctest-modules probcon_ref``, with ELLIPSIS and NORMALIZE_WHITESPACE."""
+    cmd = [sys.executable, "-m", "pytest", "--doctest-modules", "probcon_ref", "-q",
+           "-p", "no:cacheprovider", "-o", "addopts=", "-o", "testpaths=",
+           "-o", "doctest_optionflags=ELLIPSIS NORMALIZE_WHITESPACE"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"docstring examples failed:\n{out[-20000:]}"
+    assert re.search(r"\b[1-9]\d* passed", out), f"no docstring example ran:\n{out[-3000:]}"
+
+
+# ---------------------------------------------------------------------------------------
+# In a real browser
+# ---------------------------------------------------------------------------------------
+
+MATH_PAGES = ("derivation", "gradient", "special-functions", "properties", "validation", "index")
+
+
+@pytest.fixture(scope="session")
+def browser_report(built_site, tmp_path_factory):
+    proc, html = built_site
+    if proc.returncode != 0:
+        pytest.fail("the site did not build")
+    reason = h.browser_available()
+    if reason:
+        if IN_CI:
+            pytest.fail(f"CI must run the browser test: {reason}")
+        pytest.skip(reason)
+    reports = {}
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with h.serve(html) as base, h.chromium(profile, width=1400, height=1000) as driver:
+        for page in MATH_PAGES:
+            driver.set_window_size(1400, 1000)
+            reports[page] = h.inspect_page(driver, f"{base}/{page}.html")
+            if page == "derivation":
+                driver.save_screenshot(str(_artifact("derivation.png")))
+                h.full_page_screenshot(driver, _artifact("derivation-full.png"))
+    print(f"\nscreenshot: {_artifact('derivation.png')}")
+    return reports
+
+
+def _artifact(name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS / name
+
+
+@pytest.mark.parametrize("page", MATH_PAGES)
+def test_page_typesets_in_browser(browser_report, page):
+    r = browser_report[page]
+    assert r["status"] == "typeset", f"{page}: MathJax did not finish: {r['status']}"
+    assert r["mathjax"], f"{page}: MathJax did not load"
+    assert r["math_elements"] > 0, f"{page}: no mathematics found"
+    assert r["untypeset"] == 0, f"{page}: {r['untypeset']} of {r['math_elements']} equations not typeset"
+    assert not r["errors"], f"{page}: TeX errors: {r['errors']}"
+    assert not r["raw_tex"], f"{page}: raw TeX left on the page: {r['raw_tex']}"
+    assert not r["severe"], f"{page}: console errors: {r['severe']}"
+    assert not r["overflowing"], f"{page}: equations wider than the page at 1400 px: {r['overflowing']}"
+    broken = [src for src, ok in r["images"] if not ok]
+    assert not broken, f"{page}: images that did not load: {broken}"
+
+
+def test_derivation_screenshot_saved(browser_report):
+    shot = _artifact("derivation.png")
+    assert shot.is_file() and shot.stat().st_size > 10_000
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
