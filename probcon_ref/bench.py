@@ -51,26 +51,35 @@ def median_time(fn, sync=lambda: None, repeats: int = 5, budget_s: float = 20.0)
     return statistics.median(times)
 
 
-def _current_rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def _peak_rss() -> int:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def _reset_peak_rss() -> None:
+    """Reset this process's resident-size high-water mark (Linux ``clear_refs`` code 5)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass  # then VmHWM is the lifetime peak, which the warm-up in _memory_probe bounds
 
 
 def peak_extra_memory(case: str, n2: int, d: int, dtype: str, block_size: int | None = None) -> float | None:
     """Peak resident memory (bytes) a case adds beyond its inputs, measured in a child process."""
-    if not os.path.exists("/proc/self/statm"):
+    if not os.path.exists("/proc/self/status"):
         return None
     code = (
         "import sys, json; from probcon_ref import bench; "
         f"print(json.dumps(bench._memory_probe({case!r}, {n2}, {d}, {dtype!r}, {block_size!r})))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800)
+    # A fixed mmap threshold makes glibc return every large block to the system when it is
+    # freed, so the resident-size peak counts live arrays rather than allocator fragmentation.
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"memory probe {case} failed:\n{out.stderr[-2000:]}")
     return float(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -81,9 +90,12 @@ def _memory_probe(case: str, n2: int, d: int, dtype: str, block_size) -> float:
     # process is set by the one measured call below and not by the first-call overheads.
     _make_case(case, 8, d, dtype, block_size)()
     fn = _make_case(case, n2, d, dtype, block_size)
-    base = _current_rss()
+    _reset_peak_rss()
+    base = _status_kib("VmRSS")
     fn()
-    return max(0.0, float(_peak_rss() - base))
+    # VmHWM belongs to this process image (unlike ru_maxrss, which keeps the peak of the
+    # parent that forked it across exec).
+    return max(0.0, float(_status_kib("VmHWM") - base) * 1024)
 
 
 # ---------------------------------------------------------------------------------------

@@ -35,7 +35,6 @@ from .loss import (
     kappa_grad,
     ntxent_concentrations,
     pcl_concentrations,
-    positive_index,
     unit_directions,
 )
 from .special import mean_resultant_length_working
@@ -78,11 +77,8 @@ def _global_loss_and_grad(batch: _inputs.Batch, kappa_local, temperature, group,
     bias_all = None if conc_local.bias is None else _all_gather_rows(conc_local.bias, counts, group)
     conc_all = type(conc_local)(scale_all, bias_all)
 
-    local = torch.arange(2 * n, device=mu.device)
-    rows = offset + local
-    pos = offset + positive_index(xp, n, local)
     weights = batch.weights * (2 * n) / total if batch.reduction == "mean" else batch.weights
-    out = contrast_anchors(xp, mu, rows, pos, mu_all, conc_all, weights, with_grad=True, block_size=block_size)
+    out = contrast_anchors(xp, mu, offset, mu_all, conc_all, weights, with_grad=True, block_size=block_size)
 
     loss = torch.sum(weights * out.losses)
     dist.all_reduce(loss, group=group)

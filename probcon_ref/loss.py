@@ -92,40 +92,45 @@ def positive_index(xp, n: int, rows):
     return (rows + n) % (2 * n)
 
 
-def cosines(xp, mu_rows, mu):
-    """``c_ab = mu_a . mu_b`` for anchors ``a`` in the block and every candidate ``b`` :eq:`eq-cosine`."""
-    return mu_rows @ xp.matrix_transpose(mu)
-
-
 def positive_cosines(xp, mu_rows, mu_pos):
-    """``c_{a,p(a)}``, one per anchor :eq:`eq-cosine`."""
+    """``c_{a,p(a)} = mu_a . mu_{p(a)}``, one per anchor :eq:`eq-cosine`."""
     return xp.sum(mu_rows * mu_pos, axis=1)
 
 
-def logits(xp, cos, conc: Concentrations, cols=None):
-    """``F_ab = log C_d(kappa_b) + kappa_b c_ab`` (PCL) or ``c_ab / tau`` (NT-Xent).
+def positive_logits(xp, c_pos, conc: Concentrations, pos):
+    """``F_{a,p(a)} = bias_{p(a)} + scale_{p(a)} c_{a,p(a)}`` :eq:`eq-pcl-logits` :eq:`eq-ntxent-logits`."""
+    out = xp.take(conc.scale, pos) * c_pos
+    return out if conc.bias is None else out + xp.take(conc.bias, pos)
 
-    Implements :eq:`eq-pcl-logits` and :eq:`eq-ntxent-logits`; ``cols`` selects candidates
-    (all of them when ``None``).
+
+def block_logits(xp, mu_rows, scaled_mu, conc: Concentrations):
+    """``F_ab = log C_d(kappa_b) + kappa_b c_ab`` (PCL) or ``c_ab / tau`` (NT-Xent), a block of rows.
+
+    Implements :eq:`eq-cosine`, :eq:`eq-pcl-logits` and :eq:`eq-ntxent-logits`.
+    ``scaled_mu`` holds ``scale_b mu_b``, so ``scale_b c_ab = mu_a . (scale_b mu_b)`` comes out of
+    one matrix product without another pass over the (rows x 2N) matrix.
     """
-    scale = conc.scale if cols is None else xp.take(conc.scale, cols)
-    out = scale * cos if cols is not None else scale[None, :] * cos
-    if conc.bias is not None:
-        bias = conc.bias if cols is None else xp.take(conc.bias, cols)
-        out = out + (bias if cols is not None else bias[None, :])
-    return out
+    out = mu_rows @ xp.matrix_transpose(scaled_mu)
+    return out if conc.bias is None else out + conc.bias[None, :]
 
 
-def logit_gaps(xp, cos, pos_logit, rows, pos, conc: Concentrations):
+def excluded_candidates(xp, rows: int, cols: int, self_col: int, pos_col: int, like):
+    """Mask of the anchor itself (column ``self_col + i`` for row ``i``) and of its positive
+    (column ``pos_col + i``) in a block of anchors whose rows are consecutive views of one
+    half :eq:`eq-loss`. Two shifted identity matrices, no index comparisons."""
+    dev = _arrays.device_of(like)
+    return (xp.eye(rows, cols, k=self_col, dtype=xp.bool, device=dev)
+            | xp.eye(rows, cols, k=pos_col, dtype=xp.bool, device=dev))
+
+
+def logit_gaps(xp, logits_rows, pos_logit, excluded):
     """``delta_ab = F_ab - F_{a,p(a)}`` over the negatives ``b not in {a, p(a)}`` :eq:`eq-loss-stable`.
 
     The anchor itself and its positive are set to ``-inf``: the anchor is never its own
     candidate :eq:`eq-loss`, and the positive's gap is exactly 0 by definition, so it is
     carried analytically rather than through the matrix.
     """
-    cols = xp.arange(cos.shape[1], device=_arrays.device_of(cos))
-    excluded = (cols[None, :] == rows[:, None]) | (cols[None, :] == pos[:, None])
-    gaps = logits(xp, cos, conc) - pos_logit[:, None]
+    gaps = logits_rows - pos_logit[:, None]
     return xp.where(excluded, _arrays.const(xp, -math.inf, gaps), gaps)
 
 
@@ -166,12 +171,14 @@ def per_anchor_loss(xp, terms: AnchorTerms):
 # ---------------------------------------------------------------------------------------
 
 
-def negative_weights(xp, terms: AnchorTerms, w_rows):
-    """``W_ab = w_a P_ab`` for the negatives, ``P_ab = e[a, b] / z_a`` :eq:`eq-softmax` :eq:`eq-residual`.
+def negative_weight_scale(xp, terms: AnchorTerms, w_rows):
+    """Row factor ``w_a / z_a`` of the negatives' weights ``W_ab = w_a P_ab = (w_a / z_a) e[a, b]``.
 
-    ``W_aa = 0`` and the positive's entry is kept separately (:func:`positive_weights`).
+    Implements :eq:`eq-softmax` and :eq:`eq-residual` for ``b not in {a, p(a)}`` (``W_aa = 0``;
+    the positive's entry is :func:`positive_weights`). The factor is shared by a whole row,
+    so it scales the (rows x d) products of the gradient instead of the (rows x 2N) matrix.
     """
-    return terms.e * (w_rows / terms.z)[:, None]
+    return w_rows / terms.z
 
 
 def positive_weights(xp, terms: AnchorTerms, w_rows):
@@ -183,7 +190,13 @@ def positive_weights(xp, terms: AnchorTerms, w_rows):
 
 
 class Accumulated(NamedTuple):
-    """Sums over anchor blocks that the gradient needs (all O(2N d) or O(2N))."""
+    """Sums over anchor blocks that the gradient needs (all O(2N d) or O(2N)).
+
+    With ``W_ab = row_a e[a, b]`` for the negatives: ``row_part`` is
+    ``row_a sum_b e[a, b] scale_b mu_b``, ``col_part`` is ``sum_a e[a, b] (row_a mu_a)`` and
+    ``col_sum`` is ``sum_a row_a e[a, b]``: three products with the (rows x 2N) matrix ``e``,
+    which is never rescaled itself.
+    """
 
     row_part: list  # per block: sum_b W_ab scale_b mu_b, for the block's anchors
     col_part: object  # (2N, d): sum_a W_ab mu_a for every candidate b (negatives only)
@@ -230,14 +243,13 @@ def embedding_grad(xp, mu_grad, mu, norm):
 DEFAULT_BLOCK_ELEMENTS = 2**24
 
 
-def row_blocks(candidates: int, block_size: int | None, anchors: int | None = None):
-    """``(start, stop)`` of each block of anchor rows (``anchors`` defaults to ``candidates``)."""
-    anchors = candidates if anchors is None else anchors
+def row_blocks(candidates: int, block_size: int | None, n: int):
+    """``(start, stop)`` of each block of the ``2n`` anchor rows; no block straddles the two views."""
     if block_size is None:
         block_size = max(1, DEFAULT_BLOCK_ELEMENTS // candidates)
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
         raise ValueError(f"block_size must be a positive int or None, got {block_size!r}")
-    return [(r, min(r + block_size, anchors)) for r in range(0, anchors, block_size)]
+    return [(r, min(r + block_size, half + n)) for half in (0, n) for r in range(half, half + n, block_size)]
 
 
 class Pass(NamedTuple):
@@ -247,32 +259,41 @@ class Pass(NamedTuple):
     acc: Accumulated | None
 
 
-def contrast_anchors(xp, mu_anchors, rows, pos, mu, conc: Concentrations, weights, *,
+def contrast_anchors(xp, mu_anchors, first: int, mu, conc: Concentrations, weights, *,
                      with_grad: bool, block_size=None) -> Pass:
-    """Losses of the anchors ``mu_anchors`` (global indices ``rows``, positives ``pos``) against
-    every candidate ``mu``, block by block, and the sums the gradient needs.
+    """Losses of the anchors ``mu_anchors`` against every candidate ``mu``, block by block, and
+    the sums the gradient needs.
 
-    The single-process loss passes every view as an anchor; the distributed loss passes the
-    local views against the candidates gathered from all processes.
+    The anchors are the ``2n`` candidates ``first, ..., first + 2n - 1``: ``n`` views 1 then
+    their ``n`` views 2, so that the positive of local anchor ``a`` is candidate
+    ``first + p(a)``. The single-process loss passes the whole batch (``first = 0``); the
+    distributed loss passes one process's views against the candidates of all processes.
     """
+    n = mu_anchors.shape[0] // 2
+    local = xp.arange(2 * n, device=_arrays.device_of(mu))
+    pos = first + positive_index(xp, n, local)
     c_pos = positive_cosines(xp, mu_anchors, xp.take(mu, pos, axis=0))
-    pos_logit = logits(xp, c_pos, conc, cols=pos)
+    pos_logit = positive_logits(xp, c_pos, conc, pos)
+    scaled_mu = conc.scale[:, None] * mu
     losses, w_pos, row_part = [], [], []
     col_part = xp.zeros_like(mu) if with_grad else None
     col_sum = xp.zeros_like(conc.scale) if with_grad else None
-    for r0, r1 in row_blocks(mu.shape[0], block_size, mu_anchors.shape[0]):
+    for r0, r1 in row_blocks(mu.shape[0], block_size, n):
         mu_rows = mu_anchors[r0:r1, ...]
-        gaps = logit_gaps(xp, cosines(xp, mu_rows, mu), pos_logit[r0:r1], rows[r0:r1], pos[r0:r1], conc)
+        shift = n if r0 < n else -n  # positives of view-1 rows are n columns on, of view-2 rows n back
+        excluded = excluded_candidates(xp, r1 - r0, mu.shape[0], first + r0, first + r0 + shift, mu)
+        gaps = logit_gaps(xp, block_logits(xp, mu_rows, scaled_mu, conc), pos_logit[r0:r1], excluded)
         terms = anchor_terms(xp, gaps)
-        del gaps
+        del gaps, excluded
         losses.append(per_anchor_loss(xp, terms))
         if with_grad:
+            # W_ab = row[a] e[a, b] over the negatives (see Accumulated).
             w_rows = weights[r0:r1]
-            w_neg = negative_weights(xp, terms, w_rows)
+            row = negative_weight_scale(xp, terms, w_rows)
             w_pos.append(positive_weights(xp, terms, w_rows))
-            row_part.append(w_neg @ (conc.scale[:, None] * mu))
-            col_part = col_part + xp.matrix_transpose(w_neg) @ mu_rows
-            col_sum = col_sum + xp.sum(w_neg, axis=0)
+            row_part.append(row[:, None] * (terms.e @ scaled_mu))
+            col_part = col_part + xp.matrix_transpose(terms.e) @ (row[:, None] * mu_rows)
+            col_sum = col_sum + row @ terms.e
     acc = Accumulated(row_part, col_part, col_sum) if with_grad else None
     return Pass(xp.concat(losses), c_pos, xp.concat(w_pos) if with_grad else None, acc)
 
@@ -280,9 +301,7 @@ def contrast_anchors(xp, mu_anchors, rows, pos, mu, conc: Concentrations, weight
 def contrast(xp, batch: _inputs.Batch, conc: Concentrations, *, with_grad: bool, block_size=None):
     """Directions, norms and the :class:`Pass` of every view of the batch as an anchor."""
     mu, norm = unit_directions(xp, batch.z)
-    rows = xp.arange(2 * batch.n, device=_arrays.device_of(mu))
-    out = contrast_anchors(xp, mu, rows, positive_index(xp, batch.n, rows), mu, conc, batch.weights,
-                           with_grad=with_grad, block_size=block_size)
+    out = contrast_anchors(xp, mu, 0, mu, conc, batch.weights, with_grad=with_grad, block_size=block_size)
     return mu, norm, out
 
 
