@@ -152,6 +152,20 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("half_target", case_params(declared_cases(half=True)), indirect=True)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """PyTorch's intra-op threads only slow tiny batches down on a small shared machine."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def target(request) -> Live:
     """One declared backend x device x compute dtype, available here (else skip or fail)."""

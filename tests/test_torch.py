@@ -23,22 +23,8 @@ def device(request):
     return request.param
 
 
-@pytest.fixture(scope="module")
-def _one_thread():
-    """These tensors are tiny: one thread avoids OpenMP start-up and contention on small machines."""
-    try:
-        import torch
-    except ImportError:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
-def torch(_one_thread):
+def torch(one_torch_thread):
     return require("torch-cpu")
 
 

@@ -23,18 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PEERS = Path(__file__).resolve().parent / "peers"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """PyTorch's intra-op threads only slow these tiny batches down on a shared 2-core machine."""
-    try:
-        import torch
-    except ImportError:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def broken(name):
