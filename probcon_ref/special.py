@@ -147,25 +147,29 @@ def _horner(xp, coeffs, t):
 # ---------------------------------------------------------------------------------------
 
 
-def _debye_pieces(xp, n: float, x, terms: int):
-    """``s = sqrt(n^2 + x^2)``, ``log S(t)`` and ``S'(t)/S(t)`` at ``t = n/s`` :eq:`eq-debye`."""
+def _debye_pieces(xp, n: float, x, terms: int, *, derivative: bool = False):
+    """``s = sqrt(n^2 + x^2)``, ``log S(t)`` or ``S'(t)/S(t)`` at ``t = n/s`` :eq:`eq-debye`.
+
+    Returns ``(s, log S)`` or, with ``derivative``, ``(s, S'/S)``.
+    """
     s = xp.hypot(xp.zeros_like(x) + n, x)
     t = n / s
     c, dc = _debye_sum_coefficients(n, terms)
     big_s = _horner(xp, c, t)
-    dlog_s = _horner(xp, dc, t) / big_s
-    return s, xp.log(big_s), dlog_s
+    if derivative:
+        return s, _horner(xp, dc, t) / big_s
+    return s, xp.log(big_s)
 
 
 def _debye_log_iv(xp, n: float, x, terms: int):
     """log I_n(x) by Debye's expansion :eq:`eq-debye` (order ``n >= n0``)."""
-    s, log_sum, _ = _debye_pieces(xp, n, x, terms)
+    s, log_sum = _debye_pieces(xp, n, x, terms)
     return n * (xp.log(x) - xp.log(n + s)) + s - 0.5 * _LOG_2PI - 0.5 * xp.log(s) + log_sum
 
 
 def _debye_log_iv_scaled(xp, n: float, x, terms: int):
     """log I_n(x) - n log x by Debye's expansion :eq:`eq-debye`; finite at ``x = 0``."""
-    s, log_sum, _ = _debye_pieces(xp, n, x, terms)
+    s, log_sum = _debye_pieces(xp, n, x, terms)
     return s - n * xp.log(n + s) - 0.5 * _LOG_2PI - 0.5 * xp.log(s) + log_sum
 
 
@@ -174,7 +178,7 @@ def _debye_ratio(xp, n: float, x, terms: int):
 
     ``d/dx log I_n(x) - n/x = x [1/(n+s) - 1/(2 s^2) - (n/s^3) S'(t)/S(t)]``.
     """
-    s, _, dlog_s = _debye_pieces(xp, n, x, terms)
+    s, dlog_s = _debye_pieces(xp, n, x, terms, derivative=True)
     inv_s = 1 / s
     return x * (1 / (n + s) - 0.5 * inv_s * inv_s - n * inv_s * inv_s * inv_s * dlog_s)
 
@@ -262,7 +266,7 @@ def _debye_log_iv_scaled_shift(xp, n: float, x, terms: int):
     With ``u = s - n = x^2 / (n + s)``: ``u - n log1p(u / 2n) - log1p(u / n) / 2 + log S(t) - log S(1)``.
     Every term is small when ``x`` is small next to ``n``: nothing of size ``n log n`` cancels.
     """
-    s, log_sum, _ = _debye_pieces(xp, n, x, terms)
+    s, log_sum = _debye_pieces(xp, n, x, terms)
     c, _ = _debye_sum_coefficients(n, terms)
     u = x * x / (n + s)
     return u - n * xp.log1p(u / (2 * n)) - 0.5 * xp.log1p(u / n) + log_sum - math.log(sum(c))
