@@ -35,20 +35,24 @@ from . import ntxent_loss_and_grad, pcl_loss_and_grad
 # ---------------------------------------------------------------------------------------
 
 
-def median_time(fn, sync=lambda: None, repeats: int = 5, budget_s: float = 20.0) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs after one warm-up (fewer if slow)."""
+def interleaved_medians(fns: dict, repeats: int = 5, budget_s: float = 40.0) -> dict:
+    """Median wall time of each callable, the callables run in turn within every repeat.
+
+    Interleaving exposes every case to the same machine state (frequency, other load), so
+    the ratios between them are steadier than from timing each case in its own stretch.
+    """
     t0 = time.perf_counter()
-    fn()
-    sync()
+    for fn in fns.values():
+        fn()  # warm-up
     first = time.perf_counter() - t0
     repeats = max(3, min(repeats, int(budget_s / max(first, 1e-9))))
-    times = []
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            t1 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t1)
+    return {name: statistics.median(v) for name, v in times.items()}
 
 
 def _status_kib(field: str) -> int:
@@ -195,8 +199,9 @@ def loss_section(sizes, dims, dtypes, repeats) -> list[Ratio]:
         for dtype in dtypes:
             for n2 in sizes:
                 for d in dims:
-                    pcl = median_time(_make_case(f"{backend}-pcl", n2, d, dtype), repeats=repeats)
-                    ntx = median_time(_make_case(f"{backend}-ntxent", n2, d, dtype), repeats=repeats)
+                    t = interleaved_medians({c: _make_case(f"{backend}-{c}", n2, d, dtype)
+                                             for c in ("pcl", "ntxent")}, repeats)
+                    pcl, ntx = t["pcl"], t["ntxent"]
                     rows.append(Ratio("loss", f"{backend}-cpu", dtype, n2, d, "pcl", pcl * 1e3, "ntxent", ntx * 1e3))
                     _progress(rows[-1])
     return rows
@@ -212,8 +217,9 @@ def integration_section(n2, d, repeats, memory: bool) -> tuple[list[Ratio], list
         return [], []
     rows, mem = [], []
     for dtype in ("float32", "float64"):
-        times = {c: median_time(_make_case(c, n2, d, dtype), repeats=repeats)
-                 for c in ("integration-pcl", "integration-ntxent", "autograd-ntxent", "naive-pcl")}
+        times = interleaved_medians({c: _make_case(c, n2, d, dtype) for c in
+                                     ("integration-pcl", "integration-ntxent", "autograd-ntxent", "naive-pcl")},
+                                    repeats)
         for other in ("autograd-ntxent", "naive-pcl"):
             rows.append(Ratio("integration", "torch-cpu", dtype, n2, d, "integration-pcl",
                               times["integration-pcl"] * 1e3, other, times[other] * 1e3))
@@ -264,8 +270,9 @@ def special_section(order: float = 63.0, size: int = 4_000_000, repeats: int = 5
             i_nu = ive(order, x)
             return np.log(i_nu) + x, ive(order + 1, x) / i_nu
 
-    ours = median_time(lambda: (log_iv(order, x), bessel_ratio(order, x)), repeats=repeats)
-    theirs = median_time(scipy_pair, repeats=repeats)
+    t = interleaved_medians({"ours": lambda: (log_iv(order, x), bessel_ratio(order, x)), "scipy": scipy_pair},
+                            repeats)
+    ours, theirs = t["ours"], t["scipy"]
     row = Ratio("special", "numpy-cpu", "float64", size, int(order), "log_iv+bessel_ratio", ours * 1e3,
                 "scipy ive x2", theirs * 1e3)
     _progress(row)

@@ -103,15 +103,23 @@ def positive_logits(xp, c_pos, conc: Concentrations, pos):
     return out if conc.bias is None else out + xp.take(conc.bias, pos)
 
 
-def block_logits(xp, mu_rows, scaled_mu, conc: Concentrations):
-    """``F_ab = log C_d(kappa_b) + kappa_b c_ab`` (PCL) or ``c_ab / tau`` (NT-Xent), a block of rows.
+def logit_factors(xp, mu, conc: Concentrations):
+    """Anchor and candidate factors whose inner products are the logits :eq:`eq-pcl-logits`.
 
-    Implements :eq:`eq-cosine`, :eq:`eq-pcl-logits` and :eq:`eq-ntxent-logits`.
-    ``scaled_mu`` holds ``scale_b mu_b``, so ``scale_b c_ab = mu_a . (scale_b mu_b)`` comes out of
-    one matrix product without another pass over the (rows x 2N) matrix.
+    ``F_ab = (mu_a, 1) . (kappa_b mu_b, log C_d(kappa_b) - log C_d(0))`` for the PCL, and
+    ``F_ab = mu_a . (mu_b / tau)`` for NT-Xent :eq:`eq-ntxent-logits`: the vMF log-density is
+    linear in the direction, so one matrix product gives every logit :eq:`eq-cosine`.
     """
-    out = mu_rows @ xp.matrix_transpose(scaled_mu)
-    return out if conc.bias is None else out + conc.bias[None, :]
+    scaled = conc.scale[:, None] * mu
+    if conc.bias is None:
+        return mu, scaled
+    ones = xp.ones((mu.shape[0], 1), dtype=mu.dtype, device=_arrays.device_of(mu))
+    return xp.concat([mu, ones], axis=1), xp.concat([scaled, conc.bias[:, None]], axis=1)
+
+
+def block_logits(xp, anchor_rows, candidates):
+    """``F_ab`` for a block of anchors and every candidate: one matrix product :eq:`eq-pcl-logits`."""
+    return anchor_rows @ xp.matrix_transpose(candidates)
 
 
 def excluded_candidates(xp, rows: int, cols: int, self_col: int, pos_col: int, like):
@@ -274,7 +282,9 @@ def contrast_anchors(xp, mu_anchors, first: int, mu, conc: Concentrations, weigh
     pos = first + positive_index(xp, n, local)
     c_pos = positive_cosines(xp, mu_anchors, xp.take(mu, pos, axis=0))
     pos_logit = positive_logits(xp, c_pos, conc, pos)
-    scaled_mu = conc.scale[:, None] * mu
+    anchor_factors, _ = logit_factors(xp, mu_anchors, conc)
+    _, candidates = logit_factors(xp, mu, conc)
+    scaled_mu = candidates[:, :mu.shape[1]]
     losses, w_pos, row_part = [], [], []
     col_part = xp.zeros_like(mu) if with_grad else None
     col_sum = xp.zeros_like(conc.scale) if with_grad else None
@@ -282,7 +292,7 @@ def contrast_anchors(xp, mu_anchors, first: int, mu, conc: Concentrations, weigh
         mu_rows = mu_anchors[r0:r1, ...]
         shift = n if r0 < n else -n  # positives of view-1 rows are n columns on, of view-2 rows n back
         excluded = excluded_candidates(xp, r1 - r0, mu.shape[0], first + r0, first + r0 + shift, mu)
-        gaps = logit_gaps(xp, block_logits(xp, mu_rows, scaled_mu, conc), pos_logit[r0:r1], excluded)
+        gaps = logit_gaps(xp, block_logits(xp, anchor_factors[r0:r1, ...], candidates), pos_logit[r0:r1], excluded)
         terms = anchor_terms(xp, gaps)
         del gaps, excluded
         losses.append(per_anchor_loss(xp, terms))
