@@ -103,7 +103,7 @@ def positive_logits(xp, c_pos, conc: Concentrations, pos):
     return out if conc.bias is None else out + xp.take(conc.bias, pos)
 
 
-def logit_factors(xp, mu, conc: Concentrations):
+def logit_factors(xp, mu_anchors, mu, conc: Concentrations):
     """Anchor and candidate factors whose inner products are the logits :eq:`eq-pcl-logits`.
 
     ``F_ab = (mu_a, 1) . (kappa_b mu_b, log C_d(kappa_b) - log C_d(0))`` for the PCL, and
@@ -112,9 +112,9 @@ def logit_factors(xp, mu, conc: Concentrations):
     """
     scaled = conc.scale[:, None] * mu
     if conc.bias is None:
-        return mu, scaled
-    ones = xp.ones((mu.shape[0], 1), dtype=mu.dtype, device=_arrays.device_of(mu))
-    return xp.concat([mu, ones], axis=1), xp.concat([scaled, conc.bias[:, None]], axis=1)
+        return mu_anchors, scaled
+    ones = xp.ones((mu_anchors.shape[0], 1), dtype=mu.dtype, device=_arrays.device_of(mu))
+    return xp.concat([mu_anchors, ones], axis=1), xp.concat([scaled, conc.bias[:, None]], axis=1)
 
 
 def block_logits(xp, anchor_rows, candidates):
@@ -282,8 +282,7 @@ def contrast_anchors(xp, mu_anchors, first: int, mu, conc: Concentrations, weigh
     pos = first + positive_index(xp, n, local)
     c_pos = positive_cosines(xp, mu_anchors, xp.take(mu, pos, axis=0))
     pos_logit = positive_logits(xp, c_pos, conc, pos)
-    anchor_factors, _ = logit_factors(xp, mu_anchors, conc)
-    _, candidates = logit_factors(xp, mu, conc)
+    anchor_factors, candidates = logit_factors(xp, mu_anchors, mu, conc)
     scaled_mu = candidates[:, :mu.shape[1]]
     losses, w_pos, row_part = [], [], []
     col_part = xp.zeros_like(mu) if with_grad else None
