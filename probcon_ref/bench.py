@@ -323,7 +323,11 @@ def machine_description() -> dict:
 
 
 def to_markdown(report: dict) -> str:
-    lines = ["| section | backend | dtype | 2N | d | ours | ms | baseline | ms | ratio |",
+    m = report.get("machine", {})
+    lines = [f"Measured by `probcon-ref bench` on {m.get('cpus', '?')} CPU cores ({m.get('cpu_model', m.get('machine', '?'))}), "
+             f"Python {m.get('python', '?')}, NumPy {m.get('numpy', '?')}, PyTorch {m.get('torch', 'absent')} "
+             f"with {m.get('torch_threads', '?')} threads. Times are medians; ratio = ours / baseline.", "",
+             "| section | backend | dtype | 2N | d | ours | ms | baseline | ms | ratio |",
              "| --- | --- | --- | ---: | ---: | --- | ---: | --- | ---: | ---: |"]
     for r in report["ratios"]:
         lines.append(f"| {r['section']} | {r['backend']} | {r['dtype']} | {r['n2']} | {r['d']} | {r['ours']} | "
