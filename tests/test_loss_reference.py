@@ -3,12 +3,15 @@
 Reference data: ``tests/data/loss_ref.npz`` from ``tests/reference/make_reference.py``; the
 inputs are float64 numbers taken as exact. Bounds:
 
-* reduced loss (mean, sum, weighted): relative error <= 1e-12;
-* each gradient block: max-norm error <= 1e-10 of the block's max-norm;
-* per-anchor losses: relative error <= max(1e-12, 4 eps cond_a). ``cond_a`` (stored with the
-  data) is how much the rounding of the logits ``F_ab`` - a product ``kappa_b c_ab`` of order
-  ``kappa`` - is amplified in ``loss_a``; no float64 evaluation of float64 inputs can do better
-  than about ``eps cond_a``, which exceeds 1e-12 only for kappa in the thousands (d = 4096).
+* reduced loss (mean, sum, weighted) and every per-anchor loss: relative error <= 1e-12,
+  also for losses down to 1e-300;
+* each gradient block: max-norm error <= 1e-10 of the block's max-norm.
+
+The data also store ``cond_a``, how much the rounding of the logits ``F_ab`` is amplified
+in ``loss_a``: ``eps cond_a`` estimates what a float64 evaluation can promise in general.
+It exceeds 1e-12 in the d = 4096 cases with kappa in the thousands; the reference stays
+within 1e-12 there because its logits never carry the ``(d/2) log d`` terms of ``log C_d``
+(they use ``log C_d(kappa) - log C_d(0)``) and come out of a single matrix product.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from accuracy_report import record
 
 REF = np.load(os.path.join(os.path.dirname(__file__), "data", "loss_ref.npz"))
 CASES = [str(c) for c in REF["cases"]]
-EPS = float(np.finfo(np.float64).eps) / 2
 
 
 def field(case, name):
@@ -58,11 +60,9 @@ def test_per_anchor_losses(case):
     # An exact zero (N = 1, or a loss below float64's smallest number) must come out as 0.
     assert np.all(got[want == 0] == 0)
     nz = want != 0
-    rel = np.abs(got[nz] - want[nz]) / np.abs(want[nz])
-    bound = np.maximum(1e-12, 4 * EPS * field(case, "cond_loss")[nz])
-    worst = float(np.max(rel / bound, initial=0.0))
-    record("per-anchor loss / max(1e-12, 4 eps cond)", "float64", worst, 1.0, case)
-    assert worst <= 1.0
+    worst = float(np.max(np.abs(got[nz] - want[nz]) / np.abs(want[nz]), initial=0.0))
+    record("per-anchor loss, relative", "float64", worst, 1e-12, case)
+    assert worst <= 1e-12
 
 
 @pytest.mark.parametrize("case", CASES)
