@@ -60,18 +60,12 @@ def test_shipped_inputs_are_rebuilt_from_their_seeds():
             np.testing.assert_array_equal(rebuilt[key], value, err_msg=f"{name}: {key}")
 
 
-def logit_scale(case):
-    """max_b |log C_d(kappa_b)| + kappa_b, or 1/tau: no float64 loss is better than ~eps times this."""
-    if case.loss == "ntxent":
-        return 1.0 / case.temperature
-    k = np.concatenate([case.inputs["kappa1"], case.inputs["kappa2"]])
-    return float(np.max(np.abs(case.outputs["log_vmf_normalizer"]) + k))
-
-
 @pytest.mark.parametrize("name", list(SHIPPED))
 def test_reference_reproduces_the_golden_vectors(name):
-    """SPEC section 6: losses to 1e-12 relative (4 ulps of the logits' scale where that is larger,
-    as when d = 4096 makes log C_d ~ 1e4), gradient blocks to 1e-10 of their max-norm."""
+    """SPEC section 6: every loss to 1e-12 relative, gradient blocks to 1e-10 of their max-norm.
+
+    (Other implementations are held to ``max(1e-12, 4 eps * logit scale)`` by ``validate``; the
+    reference itself keeps its logits free of the large terms of ``log C_d`` and meets 1e-12.)"""
     case = SHIPPED[name]
     x, want = case.inputs, case.outputs
     if case.loss == "pcl":
@@ -94,7 +88,7 @@ def test_reference_reproduces_the_golden_vectors(name):
         losses = ntxent_loss(x["z1"], x["z2"], temperature=tau, reduction="none")
         total = ntxent_loss(x["z1"], x["z2"], temperature=tau, reduction="sum")
         got = dict(zip(("grad_z1", "grad_z2"), grads))
-    rtol = max(1e-12, 4 * EPS * logit_scale(case))
+    rtol = 1e-12
     tiny = 4 * np.finfo(np.float64).smallest_subnormal
     for value, ref in ((float(loss), want["loss"]), (float(total), want["loss_sum"])):
         assert abs(value - ref) <= rtol * abs(ref) + tiny, (value, float(ref))
