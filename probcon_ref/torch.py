@@ -118,81 +118,44 @@ def _scaled(grads, grad_output, needs, dtypes):
     return tuple(out)
 
 
-class _PCLFunction(torch.autograd.Function):
-    """Forward: :func:`probcon_ref.pcl_loss`; backward: its analytic gradient."""
+class _ReferenceLoss(torch.autograd.Function):
+    """Forward: a reference loss; backward: its analytic gradient (PCL and NT-Xent alike).
+
+    ``loss(*inputs, reduction=...)`` and ``loss_and_grad(*inputs, reduction=..., weights=...)``
+    are :mod:`probcon_ref.loss` functions with their other arguments (temperature,
+    ``block_size``) bound.
+    """
 
     @staticmethod
-    def forward(ctx, z1, z2, kappa1, kappa2, reduction, grad_wanted, block_size):
-        inputs = (z1, z2, kappa1, kappa2)
+    def forward(ctx, loss, loss_and_grad, reduction, grad_wanted, *inputs):
+        ctx.loss_and_grad = loss_and_grad
         ctx.reduction = reduction
-        ctx.block_size = block_size
         ctx.dtypes = tuple(t.dtype for t in inputs)
         out_dtype = _loss_dtype(*inputs)
         work = tuple(_working(t) for t in inputs)
-        with _autocast_off(z1.device):
+        with _autocast_off(inputs[0].device):
             if reduction == "none":
-                value = _loss.pcl_loss(*work, reduction="none", block_size=block_size)
+                value = loss(*work, reduction="none")
                 ctx.save_for_backward(*work)
             elif grad_wanted:
-                value, grads = _loss.pcl_loss_and_grad(*work, reduction=reduction, block_size=block_size)
+                value, grads = loss_and_grad(*work, reduction=reduction)
                 ctx.save_for_backward(*grads)
             else:
-                value = _loss.pcl_loss(*work, reduction=reduction, block_size=block_size)
+                value = loss(*work, reduction=reduction)
         return value.to(out_dtype)
 
     @staticmethod
     @_differentiable_once
     def backward(ctx, grad_output):
-        needs = ctx.needs_input_grad[:4]
+        needs = ctx.needs_input_grad[4:]
         with _autocast_off(grad_output.device):
             if ctx.reduction == "none":
-                z1, z2, k1, k2 = ctx.saved_tensors
-                _, grads = _loss.pcl_loss_and_grad(z1, z2, k1, k2, weights=grad_output.to(z1.dtype),
-                                                   block_size=ctx.block_size)
+                work = ctx.saved_tensors
+                _, grads = ctx.loss_and_grad(*work, weights=grad_output.to(work[0].dtype))
                 grads = tuple(g.to(dt) if need else None for g, need, dt in zip(grads, needs, ctx.dtypes))
             else:
                 grads = _scaled(ctx.saved_tensors, grad_output, needs, ctx.dtypes)
-        return (*grads, None, None, None)
-
-
-class _NTXentFunction(torch.autograd.Function):
-    """Forward: :func:`probcon_ref.ntxent_loss`; backward: its analytic gradient."""
-
-    @staticmethod
-    def forward(ctx, z1, z2, temperature, reduction, grad_wanted, block_size):
-        ctx.reduction = reduction
-        ctx.block_size = block_size
-        ctx.temperature = temperature
-        ctx.dtypes = (z1.dtype, z2.dtype)
-        out_dtype = _loss_dtype(z1, z2)
-        work = (_working(z1), _working(z2))
-        with _autocast_off(z1.device):
-            if reduction == "none":
-                value = _loss.ntxent_loss(*work, temperature=temperature, reduction="none",
-                                          block_size=block_size)
-                ctx.save_for_backward(*work)
-            elif grad_wanted:
-                value, grads = _loss.ntxent_loss_and_grad(*work, temperature=temperature, reduction=reduction,
-                                                          block_size=block_size)
-                ctx.save_for_backward(*grads)
-            else:
-                value = _loss.ntxent_loss(*work, temperature=temperature, reduction=reduction,
-                                          block_size=block_size)
-        return value.to(out_dtype)
-
-    @staticmethod
-    @_differentiable_once
-    def backward(ctx, grad_output):
-        needs = ctx.needs_input_grad[:2]
-        with _autocast_off(grad_output.device):
-            if ctx.reduction == "none":
-                z1, z2 = ctx.saved_tensors
-                _, grads = _loss.ntxent_loss_and_grad(z1, z2, temperature=ctx.temperature,
-                                                      weights=grad_output.to(z1.dtype), block_size=ctx.block_size)
-                grads = tuple(g.to(dt) if need else None for g, need, dt in zip(grads, needs, ctx.dtypes))
-            else:
-                grads = _scaled(ctx.saved_tensors, grad_output, needs, ctx.dtypes)
-        return (*grads, None, None, None, None)
+        return (None, None, None, None, *grads)
 
 
 def _grad_wanted(*tensors) -> bool:
@@ -226,7 +189,9 @@ def pcl_loss(z1, z2, kappa1, kappa2, *, reduction: str = "mean", block_size: int
     _check_tensors(z1=z1, z2=z2, kappa1=kappa1, kappa2=kappa2)
     reduction = _check_reduction(reduction)
     grad_wanted = _grad_wanted(z1, z2, kappa1, kappa2)
-    return _PCLFunction.apply(z1, z2, kappa1, kappa2, reduction, grad_wanted, block_size)
+    return _ReferenceLoss.apply(functools.partial(_loss.pcl_loss, block_size=block_size),
+                                functools.partial(_loss.pcl_loss_and_grad, block_size=block_size),
+                                reduction, grad_wanted, z1, z2, kappa1, kappa2)
 
 
 def ntxent_loss(z1, z2, *, temperature: float = 0.5, reduction: str = "mean", block_size: int | None = None):
@@ -237,7 +202,10 @@ def ntxent_loss(z1, z2, *, temperature: float = 0.5, reduction: str = "mean", bl
     _check_tensors(z1=z1, z2=z2)
     temperature = check_positive_scalar(temperature, "temperature")
     reduction = _check_reduction(reduction)
-    return _NTXentFunction.apply(z1, z2, temperature, reduction, _grad_wanted(z1, z2), block_size)
+    bound = {"temperature": temperature, "block_size": block_size}
+    return _ReferenceLoss.apply(functools.partial(_loss.ntxent_loss, **bound),
+                                functools.partial(_loss.ntxent_loss_and_grad, **bound),
+                                reduction, _grad_wanted(z1, z2), z1, z2)
 
 
 class PCLLoss(torch.nn.Module):
