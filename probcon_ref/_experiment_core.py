@@ -9,8 +9,6 @@ the incoming gradient).
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import math
 from dataclasses import dataclass, field
 
@@ -18,8 +16,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from . import ntxent_loss_and_grad, pcl_loss_and_grad
 
 SIDE = 8  # the digits are 8 x 8 pixels
 DEGRADATIONS = ("noise", "occlusion", "blur")
@@ -221,36 +217,6 @@ class ContrastiveModel(nn.Module):
 # ---------------------------------------------------------------------------------------
 
 
-class _PCLFunction(torch.autograd.Function):
-    """PCL with the analytic backward of :func:`probcon_ref.pcl_loss_and_grad`."""
-
-    @staticmethod
-    def forward(ctx, z1, z2, kappa1, kappa2, reduction):
-        loss, grads = pcl_loss_and_grad(z1.detach(), z2.detach(), kappa1.detach(), kappa2.detach(),
-                                        reduction=reduction)
-        ctx.save_for_backward(*grads)
-        return loss
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        return tuple(g * grad_output for g in ctx.saved_tensors) + (None,)
-
-
-class _NTXentFunction(torch.autograd.Function):
-    """NT-Xent with the analytic backward of :func:`probcon_ref.ntxent_loss_and_grad`."""
-
-    @staticmethod
-    def forward(ctx, z1, z2, temperature, reduction):
-        loss, grads = ntxent_loss_and_grad(z1.detach(), z2.detach(), temperature=temperature,
-                                           reduction=reduction)
-        ctx.save_for_backward(*grads)
-        return loss
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        return tuple(g * grad_output for g in ctx.saved_tensors) + (None, None)
-
-
 @dataclass
 class TorchLosses:
     """The two losses as differentiable PyTorch functions, and where they come from."""
@@ -261,19 +227,13 @@ class TorchLosses:
 
 
 def torch_losses() -> TorchLosses:
-    """``probcon_ref.torch`` when present, else the private adapter of this module."""
-    if importlib.util.find_spec("probcon_ref.torch") is not None:
-        mod = importlib.import_module("probcon_ref.torch")
-        if hasattr(mod, "pcl_loss") and hasattr(mod, "ntxent_loss"):
-            return TorchLosses(
-                pcl=lambda z1, z2, k1, k2: mod.pcl_loss(z1, z2, k1, k2, reduction="mean"),
-                ntxent=lambda z1, z2, t: mod.ntxent_loss(z1, z2, temperature=t, reduction="mean"),
-                source="probcon_ref.torch",
-            )
+    """The PCL and NT-Xent of :mod:`probcon_ref.torch` (analytic backward), mean over 2N."""
+    from . import torch as pr_torch
+
     return TorchLosses(
-        pcl=lambda z1, z2, k1, k2: _PCLFunction.apply(z1, z2, k1, k2, "mean"),
-        ntxent=lambda z1, z2, t: _NTXentFunction.apply(z1, z2, t, "mean"),
-        source="probcon_ref.experiment (private autograd adapter)",
+        pcl=lambda z1, z2, k1, k2: pr_torch.pcl_loss(z1, z2, k1, k2, reduction="mean"),
+        ntxent=lambda z1, z2, t: pr_torch.ntxent_loss(z1, z2, temperature=t, reduction="mean"),
+        source="probcon_ref.torch",
     )
 
 

@@ -19,7 +19,7 @@ pytest.importorskip("sklearn")
 pytest.importorskip("matplotlib")
 pytest.importorskip("tqdm")
 
-from probcon_ref import cli, pcl_loss_and_grad  # noqa: E402
+from probcon_ref import cli  # noqa: E402
 from probcon_ref import experiment as ex  # noqa: E402
 from probcon_ref import _experiment_core as core  # noqa: E402
 
@@ -96,20 +96,6 @@ def test_augment_shapes_and_range():
     x = torch.rand(16, 1, 8, 8, generator=gen)
     v = core.augment(x, core.AugmentConfig(corrupt_prob=1.0), gen)
     assert v.shape == x.shape and float(v.min()) >= 0.0 and float(v.max()) <= 1.0
-
-
-def test_private_adapter_backward_is_the_analytic_gradient():
-    gen = torch.Generator().manual_seed(0)
-    z1 = torch.randn(6, 4, generator=gen, dtype=torch.float64, requires_grad=True)
-    z2 = torch.randn(6, 4, generator=gen, dtype=torch.float64, requires_grad=True)
-    k1 = (torch.rand(6, generator=gen, dtype=torch.float64) * 5).requires_grad_()
-    k2 = (torch.rand(6, generator=gen, dtype=torch.float64) * 5).requires_grad_()
-    loss = core._PCLFunction.apply(z1, z2, k1, k2, "mean")
-    (3.0 * loss).backward()
-    want_loss, grads = pcl_loss_and_grad(z1.detach(), z2.detach(), k1.detach(), k2.detach())
-    assert float(loss.detach()) == pytest.approx(float(want_loss), rel=1e-14)
-    for got, want in zip((z1.grad, z2.grad, k1.grad, k2.grad), grads):
-        assert torch.allclose(got, 3.0 * want, rtol=1e-12, atol=1e-15)
 
 
 def test_parser_defaults():
