@@ -6,6 +6,7 @@ runs on NumPy, PyTorch (CPU and CUDA), CuPy and any other conforming library.
 """
 
 from . import special
+from ._fused import use_fused_kernels
 from .loss import (
     NTXentGrads,
     PCLGrads,
@@ -25,5 +26,6 @@ __all__ = [
     "ntxent_loss_and_grad",
     "PCLGrads",
     "NTXentGrads",
+    "use_fused_kernels",
     "__version__",
 ]

@@ -31,13 +31,13 @@ from .loss import (
     Accumulated,
     contrast_anchors,
     direction_grad,
+    elementwise_steps,
     embedding_grad,
     kappa_grad,
     ntxent_concentrations,
     pcl_concentrations,
     unit_directions,
 )
-from .special import mean_resultant_length_working
 
 __all__ = ["pcl_loss", "ntxent_loss", "pcl_loss_and_grad", "ntxent_loss_and_grad"]
 
@@ -89,7 +89,7 @@ def _global_loss_and_grad(batch: _inputs.Batch, kappa_local, temperature, group,
     g_z = embedding_grad(xp, direction_grad(xp, acc, out.w_pos, conc_local, mu, n), mu, norm)
     g_kappa = None
     if kappa_local is not None:
-        mean_length = mean_resultant_length_working(xp, batch.d, kappa_local)
+        mean_length = elementwise_steps(xp).mean_resultant_length(batch.d, kappa_local)
         g_kappa = kappa_grad(xp, acc, out.w_pos, out.c_pos, mu, mean_length, n)
     return loss, g_z, g_kappa
 

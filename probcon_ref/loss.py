@@ -61,7 +61,7 @@ class Concentrations(NamedTuple):
 
 def pcl_concentrations(xp, kappa, d: int) -> Concentrations:
     """``scale = kappa``, ``bias = log C_d(kappa) - log C_d(0)`` for the PCL logits :eq:`eq-pcl-logits`."""
-    return Concentrations(kappa, log_vmf_normalizer_shift_working(xp, d, kappa))
+    return Concentrations(kappa, elementwise_steps(xp).normalizer_shift(d, kappa))
 
 
 def ntxent_concentrations(xp, temperature: float, like) -> Concentrations:
@@ -174,6 +174,56 @@ def per_anchor_loss(xp, terms: AnchorTerms):
     return terms.m + xp.log1p(terms.s + xp.expm1(-terms.m))
 
 
+def softmax_terms(xp, logits_rows, pos_logit, self_col: int, pos_col: int) -> AnchorTerms:
+    """:class:`AnchorTerms` of a block of anchor rows, from their logits :eq:`eq-loss-stable`.
+
+    The anchor itself (column ``self_col + i`` of row ``i``) and its positive (column
+    ``pos_col + i``) are excluded, the gaps shifted by their maximum and exponentiated.
+    """
+    excluded = excluded_candidates(xp, logits_rows.shape[0], logits_rows.shape[1], self_col, pos_col, logits_rows)
+    return anchor_terms(xp, logit_gaps(xp, logits_rows, pos_logit, excluded))
+
+
+# ---------------------------------------------------------------------------------------
+# The elementwise steps, and who computes them
+# ---------------------------------------------------------------------------------------
+
+
+class ElementwiseSteps:
+    """The steps of the loss that are elementwise (or row-wise) work, as array-API operations.
+
+    This is the reference. On CuPy arrays :func:`elementwise_steps` returns
+    :class:`probcon_ref._fused.FusedSteps` instead, which does each step in one kernel and
+    is tested against this class; the matrix products and the gradient stay common code.
+    """
+
+    def __init__(self, xp):
+        self.xp = xp
+
+    def normalizer_shift(self, d: int, kappa):
+        """``log C_d(kappa) - log C_d(0)`` :eq:`eq-normalizer-shift`."""
+        return log_vmf_normalizer_shift_working(self.xp, d, kappa)
+
+    def mean_resultant_length(self, d: int, kappa):
+        """``A_d(kappa)`` :eq:`eq-mean-resultant`."""
+        return mean_resultant_length_working(self.xp, d, kappa)
+
+    def softmax_terms(self, logits_rows, pos_logit, self_col: int, pos_col: int) -> AnchorTerms:
+        """:func:`softmax_terms`; the fused version may overwrite ``logits_rows``."""
+        return softmax_terms(self.xp, logits_rows, pos_logit, self_col, pos_col)
+
+
+def elementwise_steps(xp) -> ElementwiseSteps:
+    """The implementation of the elementwise steps for arrays of namespace ``xp``.
+
+    CuPy's fused kernels for CuPy arrays (unless :func:`probcon_ref.use_fused_kernels` turns
+    them off), the array-API reference everywhere else.
+    """
+    from . import _fused
+
+    return _fused.steps_for(xp) or ElementwiseSteps(xp)
+
+
 # ---------------------------------------------------------------------------------------
 # Backward: the analytic gradient
 # ---------------------------------------------------------------------------------------
@@ -284,16 +334,16 @@ def contrast_anchors(xp, mu_anchors, first: int, mu, conc: Concentrations, weigh
     pos_logit = positive_logits(xp, c_pos, conc, pos)
     anchor_factors, candidates = logit_factors(xp, mu_anchors, mu, conc)
     scaled_mu = candidates[:, :mu.shape[1]]
+    steps = elementwise_steps(xp)
     losses, w_pos, row_part = [], [], []
     col_part = xp.zeros_like(mu) if with_grad else None
     col_sum = xp.zeros_like(conc.scale) if with_grad else None
     for r0, r1 in row_blocks(mu.shape[0], block_size, n):
         mu_rows = mu_anchors[r0:r1, ...]
         shift = n if r0 < n else -n  # positives of view-1 rows are n columns on, of view-2 rows n back
-        excluded = excluded_candidates(xp, r1 - r0, mu.shape[0], first + r0, first + r0 + shift, mu)
-        gaps = logit_gaps(xp, block_logits(xp, anchor_factors[r0:r1, ...], candidates), pos_logit[r0:r1], excluded)
-        terms = anchor_terms(xp, gaps)
-        del gaps, excluded
+        logits = block_logits(xp, anchor_factors[r0:r1, ...], candidates)
+        terms = steps.softmax_terms(logits, pos_logit[r0:r1], first + r0, first + r0 + shift)
+        del logits
         losses.append(per_anchor_loss(xp, terms))
         if with_grad:
             # W_ab = row[a] e[a, b] over the negatives (see Accumulated).
@@ -397,7 +447,7 @@ def pcl_loss_and_grad(z1, z2, kappa1, kappa2, *, reduction: str = "mean", weight
     xp, n = batch.xp, batch.n
     conc = pcl_concentrations(xp, batch.kappa, batch.d)
     mu, norm, out = contrast(xp, batch, conc, with_grad=True, block_size=block_size)
-    mean_length = mean_resultant_length_working(xp, batch.d, batch.kappa)
+    mean_length = elementwise_steps(xp).mean_resultant_length(batch.d, batch.kappa)
     g_kappa = kappa_grad(xp, out.acc, out.w_pos, out.c_pos, mu, mean_length, n)
     g_z = embedding_grad(xp, direction_grad(xp, out.acc, out.w_pos, conc, mu, n), mu, norm)
     grads = PCLGrads(*_inputs.grads_to_input_dtypes(batch, (*_split(g_z, n), *_split(g_kappa, n))))

@@ -26,6 +26,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
+from typing import NamedTuple
 
 from . import _arrays
 
@@ -269,9 +270,29 @@ def _debye_log_iv_scaled_shift(xp, n: float, x, terms: int):
     Every term is small when ``x`` is small next to ``n``: nothing of size ``n log n`` cancels.
     """
     s, log_sum = _debye_pieces(xp, n, x, terms)
-    c, _ = _debye_sum_coefficients(n, terms)
     u = x * x / (n + s)
-    return u - n * xp.log1p(u / (2 * n)) - 0.5 * xp.log1p(u / n) + log_sum - math.log(sum(c))
+    return u - n * xp.log1p(u / (2 * n)) - 0.5 * xp.log1p(u / n) + log_sum - debye_coefficients(n, terms).log_sum_at_one
+
+
+class DebyeCoefficients(NamedTuple):
+    """What Debye's expansion at one order needs, as floats: ``S(t)``, ``S'(t)``, ``log S(1)``."""
+
+    sum: tuple
+    derivative: tuple
+    log_sum_at_one: float
+
+
+@lru_cache(maxsize=None)
+def debye_coefficients(n: float, terms: int) -> DebyeCoefficients:
+    """Coefficients of ``S(t) = sum_k u_k(t) / n^k`` and ``S'(t)``, and ``log S(1)`` :eq:`eq-debye`."""
+    c, dc = _debye_sum_coefficients(n, terms)
+    return DebyeCoefficients(c, dc, math.log(sum(c)))
+
+
+def debye_plan_for(nu: float, dtype_eps: float) -> int | None:
+    """Number of Debye terms when order ``nu`` is in Debye's range for this precision, else ``None``."""
+    plan = plan_for_eps(dtype_eps)
+    return plan.debye_terms if nu >= plan.debye_min_order else None
 
 
 def _log_iv_scaled_shift(xp, nu: float, x):

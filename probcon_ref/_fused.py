@@ -1,0 +1,195 @@
+"""CuPy's fused path: the elementwise steps of the loss as single kernels.
+
+The array-API reference (:class:`probcon_ref.loss.ElementwiseSteps`) spends one kernel
+launch and one temporary array per operation. On a GPU that costs time twice over: in the
+launches, for the special functions of the concentrations (dozens of operations on 2N
+numbers), and in memory traffic, for the softmax over each (rows x 2N) block of logits.
+:class:`FusedSteps` does the same steps with the kernels of ``probcon_ref/cuda/fused.cu``:
+
+* the softmax of a block reads and writes the logits in place: two entries per row set to
+  ``-inf`` (not a (rows x 2N) mask), a row maximum, one pass ``exp(F - shift)``, a row sum;
+* ``log C_d(kappa) - log C_d(0)`` and ``A_d(kappa)``, for orders in Debye's range
+  (``d/2 - 1 >= n0``: 30 in float64, 10 in float32), in one launch each; below that range
+  the reference's power series and recurrence are used.
+
+The matrix products and the gradient are the common code. Selection is automatic for CuPy
+arrays; :func:`use_fused_kernels` turns it off, for comparison. The kernels are
+checked against the reference on the host (the same source compiled by a C++ compiler,
+``tests/host_kernels.py``), compiled with NVRTC on every test run, and compared on the GPU
+by ``tests/test_fused.py``.
+
+Nothing here moves data between host and device: the Debye coefficients are created on
+the device of the concentrations, like any other constant.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from contextvars import ContextVar
+from importlib import resources
+
+import array_api_compat
+import numpy as np
+
+from . import _arrays, special
+from .loss import AnchorTerms, ElementwiseSteps
+
+__all__ = ["use_fused_kernels", "FusedSteps", "kernel_source", "KERNELS"]
+
+#: The kernels of ``cuda/fused.cu``, in the order they are documented there.
+KERNELS = ("exclude_pairs", "shifted_exp", "normalizer_shift", "bessel_ratio")
+
+THREADS = 256
+_MAX_GRID_Y = 65535
+
+_ENABLED: ContextVar[bool] = ContextVar("probcon_ref_fused", default=True)
+_INJECTED: ContextVar = ContextVar("probcon_ref_fused_steps", default=None)
+
+
+def kernel_source() -> str:
+    """The CUDA C++ source of the fused kernels (``REAL`` is set when compiling)."""
+    return resources.files("probcon_ref").joinpath("cuda", "fused.cu").read_text(encoding="utf-8")
+
+
+@contextlib.contextmanager
+def use_fused_kernels(enabled: bool):
+    """Within this block, CuPy arrays take the fused kernels (``True``, the default) or the
+    array-API reference (``False``). Other libraries always take the reference.
+
+    >>> import probcon_ref
+    >>> with probcon_ref.use_fused_kernels(False):
+    ...     pass  # CuPy arrays here run exactly the code NumPy runs
+    """
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be True or False, got {type(enabled).__name__}")
+    token = _ENABLED.set(enabled)
+    try:
+        yield
+    finally:
+        _ENABLED.reset(token)
+
+
+@contextlib.contextmanager
+def injected(make_steps):
+    """Tests only: ``make_steps(xp)`` provides the steps for every namespace in this block."""
+    token = _INJECTED.set(make_steps)
+    try:
+        yield
+    finally:
+        _INJECTED.reset(token)
+
+
+def steps_for(xp):
+    """:class:`FusedSteps` for CuPy (when enabled), else ``None`` (the reference)."""
+    make = _INJECTED.get()
+    if make is not None:
+        return make(xp)
+    if _ENABLED.get() and array_api_compat.is_cupy_namespace(xp):
+        return FusedSteps(xp, cupy_launcher())
+    return None
+
+
+class FusedSteps(ElementwiseSteps):
+    """The elementwise steps with the kernels of ``cuda/fused.cu``.
+
+    ``launch(name, real, grid, block, args)`` runs one kernel: CuPy's ``RawModule`` on the
+    GPU (:class:`CupyLauncher`), or the host build of the same source in the tests. ``args``
+    holds arrays of ``xp`` and NumPy scalars of the kernel's C types.
+    """
+
+    def __init__(self, xp, launch):
+        super().__init__(xp)
+        self.launch = launch
+
+    def _real(self, a):
+        return "double" if a.dtype == self.xp.float64 else "float"
+
+    def _scalar(self, a, value: float):
+        return np.float64(value) if a.dtype == self.xp.float64 else np.float32(value)
+
+    def _coefficients(self, values, like):
+        return self.xp.asarray(values, dtype=like.dtype, device=_arrays.device_of(like))
+
+    def _debye(self, d: int, kappa):
+        nu = d / 2 - 1
+        terms = special.debye_plan_for(nu, float(self.xp.finfo(kappa.dtype).eps))
+        return None if terms is None else (nu, special.debye_coefficients(nu, terms))
+
+    def _elementwise(self, name: str, x, extra: tuple):
+        size = math.prod(x.shape)
+        out = self.xp.empty_like(x)
+        blocks = max(1, min(-(-size // THREADS), 4096))
+        self.launch(name, self._real(x), (blocks,), (THREADS,), (x, out, np.int64(size), *extra))
+        return out
+
+    def normalizer_shift(self, d: int, kappa):
+        """One launch of ``normalizer_shift`` in Debye's range :eq:`eq-normalizer-shift`."""
+        debye = self._debye(d, kappa)
+        if debye is None:
+            return super().normalizer_shift(d, kappa)
+        nu, coef = debye
+        return self._elementwise("normalizer_shift", kappa, (
+            self._scalar(kappa, nu), self._coefficients(coef.sum, kappa), np.int32(len(coef.sum)),
+            self._scalar(kappa, coef.log_sum_at_one)))
+
+    def mean_resultant_length(self, d: int, kappa):
+        """One launch of ``bessel_ratio`` in Debye's range :eq:`eq-debye-ratio`."""
+        debye = self._debye(d, kappa)
+        if debye is None:
+            return super().mean_resultant_length(d, kappa)
+        nu, coef = debye
+        return self._elementwise("bessel_ratio", kappa, (
+            self._scalar(kappa, nu), self._coefficients(coef.sum, kappa), np.int32(len(coef.sum)),
+            self._coefficients(coef.derivative, kappa), np.int32(len(coef.derivative))))
+
+    def softmax_terms(self, logits_rows, pos_logit, self_col: int, pos_col: int) -> AnchorTerms:
+        """:func:`probcon_ref.loss.softmax_terms` in place on ``logits_rows`` :eq:`eq-loss-stable`.
+
+        ``shift_a = max(F_{a,p(a)}, max_b F_ab)`` over the candidates left after exclusion,
+        so that ``m_a = shift_a - F_{a,p(a)} = max(0, max_b delta_ab)`` and
+        ``e[a, b] = exp(F_ab - shift_a) = exp(delta_ab - m_a)``, as in the reference.
+        """
+        xp = self.xp
+        rows, cols = logits_rows.shape
+        real = self._real(logits_rows)
+        self.launch("exclude_pairs", real, (max(1, min(-(-rows // THREADS), 4096)),), (THREADS,),
+                    (logits_rows, np.int64(rows), np.int64(cols), np.int64(self_col), np.int64(pos_col),
+                     self._scalar(logits_rows, -math.inf)))
+        shift = xp.maximum(xp.max(logits_rows, axis=1), pos_logit)
+        grid = (max(1, min(-(-cols // THREADS), 1024)), min(rows, _MAX_GRID_Y))
+        self.launch("shifted_exp", real, grid, (THREADS,), (logits_rows, shift, np.int64(rows), np.int64(cols)))
+        s = xp.sum(logits_rows, axis=1)
+        m = shift - pos_logit
+        return AnchorTerms(m, logits_rows, s, xp.exp(-m) + s)
+
+
+class CupyLauncher:
+    """Compiles ``cuda/fused.cu`` once per precision with CuPy's ``RawModule`` and launches it."""
+
+    def __init__(self, cupy):
+        self.cupy = cupy
+        self._modules: dict[str, object] = {}
+
+    def module(self, real: str):
+        if real not in self._modules:
+            self._modules[real] = self.cupy.RawModule(code=kernel_source(), options=(f"-DREAL={real}",))
+        return self._modules[real]
+
+    def __call__(self, name: str, real: str, grid: tuple, block: tuple, args: tuple) -> None:
+        for a in args:  # the kernels index flat memory
+            if isinstance(a, self.cupy.ndarray) and not a.flags.c_contiguous:
+                raise ValueError(f"{name}: kernel arguments must be C-contiguous")
+        self.module(real).get_function(name)(grid, block, args)
+
+
+_LAUNCHER: CupyLauncher | None = None
+
+
+def cupy_launcher() -> CupyLauncher:
+    global _LAUNCHER
+    if _LAUNCHER is None:
+        import cupy
+
+        _LAUNCHER = CupyLauncher(cupy)
+    return _LAUNCHER

@@ -1,0 +1,86 @@
+// Fused elementwise kernels of probcon_ref, for CuPy (driven by probcon_ref/_fused.py).
+//
+// Each kernel does in one pass over memory what the array-API reference does in several
+// (one launch and one temporary per operation). The mathematics is the reference's, term
+// for term; the equation labels are those of the documentation.
+//
+// REAL is float or double, chosen at compile time (-DREAL=...). Every loop is grid-stride,
+// so any launch configuration covers every element; the host test harness runs the same
+// source with a grid and block of one (tests/host_kernels.py). No header is included:
+// NVRTC provides the math functions, and the host harness includes <cmath> before this file.
+
+// ---------------------------------------------------------------------------------------
+// Softmax over one block of anchors :eq:`eq-loss-stable`
+// ---------------------------------------------------------------------------------------
+
+// Set the anchor itself (column self_col + r of row r) and its positive (column
+// pos_col + r) to -inf, in place: two entries per row instead of a (rows x cols) mask.
+extern "C" __global__ void exclude_pairs(REAL* logits, long long rows, long long cols,
+                                         long long self_col, long long pos_col, REAL neg_inf)
+{
+    for (long long r = blockIdx.x * (long long)blockDim.x + threadIdx.x; r < rows;
+         r += (long long)blockDim.x * gridDim.x) {
+        logits[r * cols + self_col + r] = neg_inf;
+        logits[r * cols + pos_col + r] = neg_inf;
+    }
+}
+
+// e[r, c] = exp(F[r, c] - shift[r]), in place. With shift[r] = max(F_{r,p(r)}, max_c F[r, c])
+// this is exp(delta_rc - m_r) of the reference; excluded entries (-inf) become 0.
+extern "C" __global__ void shifted_exp(REAL* logits, const REAL* shift, long long rows, long long cols)
+{
+    for (long long r = blockIdx.y; r < rows; r += gridDim.y) {
+        const REAL s = shift[r];
+        REAL* row = logits + r * cols;
+        for (long long c = blockIdx.x * (long long)blockDim.x + threadIdx.x; c < cols;
+             c += (long long)blockDim.x * gridDim.x) {
+            row[c] = exp(row[c] - s);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Debye's expansion at a fixed order n >= n0 :eq:`eq-debye`
+// ---------------------------------------------------------------------------------------
+
+// sum_j coeffs[j] t^j by Horner's rule (coefficients of S(t) = sum_k u_k(t) / n^k, or S').
+__device__ REAL horner(const REAL* coeffs, int count, REAL t)
+{
+    REAL acc = coeffs[count - 1];
+    for (int j = count - 2; j >= 0; --j) {
+        acc = acc * t + coeffs[j];
+    }
+    return acc;
+}
+
+// log C_d(kappa) - log C_d(0) = -([log I_n(x) - n log x] - its value at 0), n = d/2 - 1
+// :eq:`eq-normalizer-shift`. With s = hypot(n, x) and u = s - n = x^2 / (n + s):
+// u - n log1p(u / 2n) - log1p(u / n) / 2 + log S(n / s) - log S(1).
+extern "C" __global__ void normalizer_shift(const REAL* kappa, REAL* out, long long size, REAL n,
+                                            const REAL* coeffs, int count, REAL log_s_at_one)
+{
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < size;
+         i += (long long)blockDim.x * gridDim.x) {
+        const REAL x = kappa[i];
+        const REAL s = hypot(n, x);
+        const REAL u = x * x / (n + s);
+        const REAL log_sum = log(horner(coeffs, count, n / s));
+        out[i] = -(u - n * log1p(u / (2 * n)) - (REAL)0.5 * log1p(u / n) + log_sum - log_s_at_one);
+    }
+}
+
+// A_d(kappa) = I_{n+1}(x) / I_n(x), the derivative of the same truncated expansion
+// :eq:`eq-debye-ratio`: x [1/(n + s) - 1/(2 s^2) - (n / s^3) S'(t) / S(t)], t = n / s.
+extern "C" __global__ void bessel_ratio(const REAL* x_in, REAL* out, long long size, REAL n,
+                                        const REAL* coeffs, int count, const REAL* deriv, int deriv_count)
+{
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < size;
+         i += (long long)blockDim.x * gridDim.x) {
+        const REAL x = x_in[i];
+        const REAL s = hypot(n, x);
+        const REAL t = n / s;
+        const REAL dlog_sum = horner(deriv, deriv_count, t) / horner(coeffs, count, t);
+        const REAL inv_s = 1 / s;
+        out[i] = x * (1 / (n + s) - (REAL)0.5 * inv_s * inv_s - n * inv_s * inv_s * inv_s * dlog_sum);
+    }
+}
