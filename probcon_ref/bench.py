@@ -10,7 +10,10 @@ warm-up, and printed as ratios side by side:
    libraries write it, and against a naive autograd PCL whose normaliser comes from SciPy's
    ``ive`` on the host: time, peak memory, and whether float32 stays finite;
 3. ``special.log_iv`` plus ``special.bessel_ratio`` against two ``scipy.special.ive`` calls;
-4. peak extra memory of the blocked loss+gradient against 2N.
+4. peak extra memory of the blocked loss+gradient against 2N;
+5. where PyTorch-CUDA or CuPy has a GPU, the PCL on the device against PyTorch-CUDA
+   autograd NT-Xent and against the floor set by the matrix products and the bytes moved
+   (:mod:`probcon_ref.bench_device`).
 
 Timings on shared machines are noisy: compare ratios within one run, not across runs.
 """
@@ -347,6 +350,10 @@ def to_markdown(report: dict) -> str:
         for e in report["memory"]:
             lines.append(f"| {e['n2']} | {e['d']} | {e['dtype']} | {e['block_size']} | {e['peak_bytes'] / 2**20:.1f} | "
                          f"{e['full_matrix_bytes'] / 2**20:.1f} |")
+    if report.get("device"):
+        from . import bench_device
+
+        lines += ["", bench_device.to_markdown(report["device"]).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
@@ -359,6 +366,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--memory-sizes", default="4096,16384,65536",
                         help="2N values for the memory-against-2N section (empty to skip)")
     parser.add_argument("--no-memory", action="store_true", help="skip every memory measurement")
+    parser.add_argument("--device-batch", default="16384,256",
+                        help="2N,d of the GPU section (run when a CUDA device answers)")
     parser.add_argument("--json", metavar="FILE", help="write the full report as JSON")
     parser.add_argument("--markdown", metavar="FILE", help="write the tables as Markdown")
 
@@ -391,6 +400,16 @@ def run(args) -> int:
     if not args.no_memory and mem_sizes:
         print("4. peak extra memory of the blocked loss + gradient against 2N (NumPy, float32)")
         report["memory"] = memory_section(mem_sizes)
+    from . import bench_device
+
+    n2_dev, d_dev = _ints(args.device_batch)
+    device = bench_device.device_section(n2_dev, d_dev, "float32", max(args.repeats, 10))
+    if device is None:
+        print("5. GPU: skipped, no CUDA device answers (PyTorch-CUDA or CuPy)")
+    else:
+        print("5. GPU: PCL against PyTorch-CUDA autograd NT-Xent and against the floor")
+        bench_device.print_section(device)
+        report["device"] = device
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)

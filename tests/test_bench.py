@@ -26,3 +26,22 @@ def test_quick_benchmark_writes_a_report(tmp_path, capsys):
 def test_unknown_case_is_rejected():
     with pytest.raises(ValueError, match="unknown benchmark case"):
         bench._make_case("no-such-case", 8, 4, "float64")
+
+
+def test_device_section_rehearses_on_the_cpu():
+    """The GPU section's code, run on PyTorch's CPU: every case timed, ratios against the
+    baseline and the floor computed from the times of the same run."""
+    pytest.importorskip("torch")
+    from probcon_ref import bench_device
+
+    r = bench_device.device_section(n2=128, d=16, device="cpu", repeats=3, budget_s=2.0)
+    times = r["times_ms"]
+    assert bench_device.BASELINE in times and all(v > 0 for v in times.values())
+    assert r["floor_ms"]["torch"] == pytest.approx(times["torch floor: 3 products"]
+                                                   + 1.5 * times["torch floor: copy (2N x 2N)"])
+    cases = {row["case"]: row for row in r["rows"]}
+    assert {"torch integration PCL fwd+bwd", "torch pcl_loss_and_grad"} <= set(cases)
+    row = cases["torch pcl_loss_and_grad"]
+    assert row["over_baseline"] == pytest.approx(row["ms"] / times[bench_device.BASELINE])
+    assert row["over_floor"] == pytest.approx(row["ms"] / r["floor_ms"]["torch"])
+    assert "| torch pcl_loss_and_grad |" in bench_device.to_markdown(r)

@@ -1,0 +1,203 @@
+"""The GPU part of ``probcon-ref bench``: the PCL on a device against PyTorch-CUDA autograd
+NT-Xent (what users run today), and against the floor of the work it has to do.
+
+For one batch (by default 2N = 16384, d = 256, float32) it times, interleaved in one run,
+each case ending with a device synchronisation:
+
+* PyTorch-CUDA: autograd NT-Xent forward+backward (the baseline,
+  :func:`probcon_ref.baselines.autograd_ntxent`), the PyTorch integration's PCL
+  forward+backward, and ``pcl_loss_and_grad`` / ``ntxent_loss_and_grad`` on tensors;
+* CuPy: ``pcl_loss_and_grad`` with the fused kernels (the default) and with the array-API
+  reference (:func:`probcon_ref.use_fused_kernels` ``(False)``), and ``ntxent_loss_and_grad``;
+* the floor, per library: the three (2N x 2N x d) matrix products that the loss and its
+  gradient cannot avoid (the logits, ``e mu`` and ``e^T mu``; autograd NT-Xent does the same
+  three), plus two reads and one write of the (2N x 2N) matrix (a row maximum, then the
+  exponential in place), timed as one and a half device copies of that matrix.
+
+It reports each time, each PCL case over the baseline (the target is at most 1.5) and over
+its library's floor, and PyTorch's peak device memory per case. With ``device="cpu"`` the
+same code runs on PyTorch's CPU, to try it without a GPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _backends, baselines
+from .bench import interleaved_medians
+
+BASELINE = "torch autograd NT-Xent fwd+bwd"
+TARGET_RATIO = 1.5
+
+
+def _inputs(n2: int, d: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    n = n2 // 2
+    z1 = rng.normal(size=(n, d))
+    z2 = z1 + 0.7 * rng.normal(size=(n, d))
+    k1, k2 = rng.uniform(1.0, 30.0, size=(2, n))
+    return z1, z2, k1, k2
+
+
+def _synced(fn, sync):
+    def run():
+        out = fn()
+        sync()
+        return out
+    return run
+
+
+def torch_cases(torch, device: str, data, dtype: str) -> dict:
+    """The PyTorch cases and the floor, as synchronised zero-argument callables."""
+    import probcon_ref as pr
+    from . import torch as pr_torch
+
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    dt = getattr(torch, dtype)
+    t = [torch.as_tensor(a, dtype=dt, device=device) for a in data]
+    leaves = [a.clone().requires_grad_(True) for a in t]
+
+    def fwd_bwd(loss_fn):
+        def run():
+            for leaf in leaves:
+                leaf.grad = None
+            loss_fn().backward()
+        return run
+
+    cases = {
+        BASELINE: fwd_bwd(lambda: baselines.autograd_ntxent(leaves[0], leaves[1], 0.5)),
+        "torch integration PCL fwd+bwd": fwd_bwd(lambda: pr_torch.pcl_loss(*leaves)),
+        "torch pcl_loss_and_grad": lambda: pr.pcl_loss_and_grad(*t),
+        "torch ntxent_loss_and_grad": lambda: pr.ntxent_loss_and_grad(t[0], t[1]),
+    }
+    n2, d = 2 * t[0].shape[0], t[0].shape[1]
+    a = torch.randn(n2, d + 1, dtype=dt, device=device)
+    c = torch.randn(n2, d, dtype=dt, device=device)
+    m = torch.empty(n2, n2, dtype=dt, device=device)
+    m2 = torch.empty_like(m)
+    cases["torch floor: 3 products"] = lambda: (torch.matmul(a, a.T, out=m), m @ c, m.T @ c)
+    cases["torch floor: copy (2N x 2N)"] = lambda: m2.copy_(m)
+    return {k: _synced(f, sync) for k, f in cases.items()}
+
+
+def cupy_cases(cupy, data, dtype: str) -> dict:
+    """The CuPy cases (fused and reference) and the floor."""
+    import probcon_ref as pr
+
+    sync = cupy.cuda.Device().synchronize
+    t = [cupy.asarray(a, dtype=dtype) for a in data]
+
+    def reference():
+        with pr.use_fused_kernels(False):
+            return pr.pcl_loss_and_grad(*t)
+
+    n2, d = 2 * t[0].shape[0], t[0].shape[1]
+    a = cupy.random.standard_normal((n2, d + 1), dtype=dtype)
+    c = cupy.random.standard_normal((n2, d), dtype=dtype)
+    m = cupy.empty((n2, n2), dtype=dtype)
+    m2 = cupy.empty_like(m)
+    cases = {
+        "cupy pcl_loss_and_grad (fused)": lambda: pr.pcl_loss_and_grad(*t),
+        "cupy pcl_loss_and_grad (reference)": reference,
+        "cupy ntxent_loss_and_grad (fused)": lambda: pr.ntxent_loss_and_grad(t[0], t[1]),
+        "cupy floor: 3 products": lambda: (cupy.matmul(a, a.T, out=m), m @ c, m.T @ c),
+        "cupy floor: copy (2N x 2N)": lambda: cupy.copyto(m2, m),
+    }
+    return {k: _synced(f, sync) for k, f in cases.items()}
+
+
+def torch_peak_memory(torch, cases: dict) -> dict:
+    """Peak CUDA memory (bytes) each PyTorch case allocates beyond what was live before it."""
+    out = {}
+    for name, fn in cases.items():
+        if name.startswith("torch") and "floor" not in name:
+            torch.cuda.synchronize()
+            before = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            fn()
+            out[name] = torch.cuda.max_memory_allocated() - before
+    return out
+
+
+def device_section(n2: int = 16384, d: int = 256, dtype: str = "float32", repeats: int = 10,
+                   device: str = "cuda", budget_s: float = 60.0) -> dict | None:
+    """Time the cases above; ``None`` when neither PyTorch-CUDA nor CuPy has a device."""
+    data = _inputs(n2, d)
+    cases: dict = {}
+    torch = None
+    if device == "cpu" or _backends.availability("torch", "cuda") is None:
+        import torch
+
+        cases.update(torch_cases(torch, device, data, dtype))
+    if device == "cuda" and _backends.cupy_device_available():
+        import cupy
+
+        cases.update(cupy_cases(cupy, data, dtype))
+    if not cases:
+        return None
+    times = {k: v * 1e3 for k, v in interleaved_medians(cases, repeats, budget_s).items()}
+    floors = {}
+    for lib in ("torch", "cupy"):
+        if f"{lib} floor: 3 products" in times:
+            floors[lib] = times[f"{lib} floor: 3 products"] + 1.5 * times[f"{lib} floor: copy (2N x 2N)"]
+    rows = []
+    for name, ms in times.items():
+        if "floor" in name or name == BASELINE:
+            continue
+        lib = name.split()[0]
+        rows.append({"case": name, "ms": ms,
+                     "over_baseline": ms / times[BASELINE] if BASELINE in times else None,
+                     "over_floor": ms / floors[lib] if lib in floors else None})
+    report = {"device": _device_name(device), "n2": n2, "d": d, "dtype": dtype, "times_ms": times,
+              "floor_ms": floors, "rows": rows, "target_over_baseline": TARGET_RATIO}
+    if torch is not None and device == "cuda":
+        report["torch_peak_bytes"] = torch_peak_memory(torch, cases)
+    return report
+
+
+def _device_name(device: str) -> str:
+    if device == "cpu":
+        return "cpu (PyTorch, rehearsal)"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    import cupy
+
+    name = cupy.cuda.runtime.getDeviceProperties(0).get("name", b"?")
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def print_section(report: dict) -> None:
+    print(f"  {report['device']}: 2N = {report['n2']}, d = {report['d']}, {report['dtype']}")
+    if BASELINE in report["times_ms"]:
+        print(f"  {BASELINE:<38} {report['times_ms'][BASELINE]:9.2f} ms (baseline)")
+    for lib, ms in report["floor_ms"].items():
+        print(f"  {lib + ' floor (3 products + 1.5 copies)':<38} {ms:9.2f} ms")
+    for r in report["rows"]:
+        ob = "-" if r["over_baseline"] is None else f"{r['over_baseline']:.2f}"
+        of = "-" if r["over_floor"] is None else f"{r['over_floor']:.2f}"
+        print(f"  {r['case']:<38} {r['ms']:9.2f} ms | / baseline {ob} | / floor {of}", flush=True)
+
+
+def to_markdown(report: dict) -> str:
+    lines = [f"{report['device']}, 2N = {report['n2']}, d = {report['d']}, {report['dtype']}. "
+             f"Medians in ms; baseline = {BASELINE} (target: at most {report['target_over_baseline']}x); "
+             "floor = the three matrix products plus 1.5 copies of the (2N x 2N) matrix, same library.", "",
+             "| case | ms | / baseline | / floor |", "| --- | ---: | ---: | ---: |"]
+    if BASELINE in report["times_ms"]:
+        lines.append(f"| {BASELINE} | {report['times_ms'][BASELINE]:.2f} | 1.00 | - |")
+    for lib, ms in report["floor_ms"].items():
+        lines.append(f"| {lib} floor | {ms:.2f} | - | 1.00 |")
+    for r in report["rows"]:
+        ob = "-" if r["over_baseline"] is None else f"{r['over_baseline']:.2f}"
+        of = "-" if r["over_floor"] is None else f"{r['over_floor']:.2f}"
+        lines.append(f"| {r['case']} | {r['ms']:.2f} | {ob} | {of} |")
+    peaks = report.get("torch_peak_bytes") or {}
+    if peaks:
+        lines += ["", "| PyTorch case | peak device memory (MiB) |", "| --- | ---: |"]
+        lines += [f"| {k} | {v / 2**20:.1f} |" for k, v in peaks.items()]
+    return "\n".join(lines) + "\n"
