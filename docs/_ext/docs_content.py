@@ -382,7 +382,8 @@ def implementations(label: str) -> list[Citation]:
 
 
 #: Modules the API page documents in full, internals included.
-FULL_MODULES = ("probcon_ref.special", "probcon_ref.loss", "probcon_ref._inputs", "probcon_ref._arrays")
+FULL_MODULES = ("probcon_ref.special", "probcon_ref.loss", "probcon_ref._fused", "probcon_ref._inputs",
+                "probcon_ref._arrays")
 
 
 def _package_name(c: Citation) -> str | None:
