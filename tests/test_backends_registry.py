@@ -281,10 +281,13 @@ def test_gpu_check_rehearsal_writes_the_report(tmp_path):
     assert done.returncode == 0, done.stderr + done.stdout
     report = json.loads((out / "report.json").read_text())
     assert report["result"] == "pass"
-    assert [s["step"] for s in report["steps"]] == ["pytest", "probcon-ref check", "benchmark"]
+    assert [s["step"] for s in report["steps"]] == ["pytest", "probcon-ref check", "target batch", "benchmark"]
+    target = report["device_section"]
+    assert target["times_ms"]["torch autograd NT-Xent fwd+bwd"] > 0 and target["floor_ms"]["torch"] > 0
     assert report["pytest_counts"]["passed"] > 0 and report["pytest_counts"]["failures"] == 0
     assert report["cases"] and all(c["error"] <= c["tolerance"] for c in report["cases"])
     assert report["benchmark"] and report["benchmark"][0]["pcl_loss_and_grad_ms"] > 0
     md = (out / "report.md").read_text()
     assert "## Errors against NumPy float64" in md and "## Timings (median ms)" in md
+    assert "## Target batch" in md and "| torch integration PCL fwd+bwd |" in md
     assert "torch" in report["environment"] and report["environment"]["array_api_compat"]
