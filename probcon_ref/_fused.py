@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 from contextvars import ContextVar
+from functools import lru_cache
 from importlib import resources
 
 import array_api_compat
@@ -35,7 +37,7 @@ import numpy as np
 from . import _arrays, special
 from .loss import AnchorTerms, ElementwiseSteps
 
-__all__ = ["use_fused_kernels", "FusedSteps", "kernel_source", "KERNELS"]
+__all__ = ["use_fused_kernels", "FusedSteps", "kernel_source", "kernel_signatures", "KERNELS"]
 
 #: The kernels of ``cuda/fused.cu``, in the order they are documented there.
 KERNELS = ("exclude_pairs", "shifted_exp", "normalizer_shift", "bessel_ratio")
@@ -50,6 +52,39 @@ _INJECTED: ContextVar = ContextVar("probcon_ref_fused_steps", default=None)
 def kernel_source() -> str:
     """The CUDA C++ source of the fused kernels (``REAL`` is set when compiling)."""
     return resources.files("probcon_ref").joinpath("cuda", "fused.cu").read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=None)
+def kernel_signatures() -> dict[str, tuple[str, ...]]:
+    """The C type of each parameter of each kernel, read from the source (``REAL`` unexpanded)."""
+    found = re.findall(r'extern "C" __global__ void (\w+)\(([^)]*)\)', kernel_source())
+    return {name: tuple(" ".join(p.split()[:-1]) for p in params.split(",")) for name, params in found}
+
+
+_SCALAR_TYPES = {"long long": np.int64, "int": np.int32}
+
+
+def check_arguments(name: str, real: str, args: tuple, is_array) -> None:
+    """``TypeError`` unless ``args`` match the parameters of kernel ``name`` one for one.
+
+    Kernel arguments are laid out by their Python types, so a NumPy scalar of the wrong
+    width would shift every later parameter: arrays for pointers, ``np.int64`` for
+    ``long long``, ``np.int32`` for ``int``, and the float type of ``REAL`` for ``REAL``.
+    """
+    params = kernel_signatures()[name]
+    if len(args) != len(params):
+        raise TypeError(f"{name} takes {len(params)} arguments, got {len(args)}")
+    real_type = np.float64 if real == "double" else np.float32
+    for i, (param, arg) in enumerate(zip(params, args)):
+        if param.endswith("*"):
+            ok = is_array(arg) and arg.dtype == real_type
+        elif param == "REAL":
+            ok = type(arg) is real_type
+        else:
+            ok = type(arg) is _SCALAR_TYPES[param]
+        if not ok:
+            raise TypeError(f"{name}: argument {i} ({param}) got {type(arg).__name__} "
+                            f"{getattr(arg, 'dtype', '')}".rstrip())
 
 
 @contextlib.contextmanager
@@ -170,17 +205,24 @@ class CupyLauncher:
     def __init__(self, cupy):
         self.cupy = cupy
         self._modules: dict[str, object] = {}
+        self._functions: dict[tuple[str, str], object] = {}
 
     def module(self, real: str):
         if real not in self._modules:
             self._modules[real] = self.cupy.RawModule(code=kernel_source(), options=(f"-DREAL={real}",))
         return self._modules[real]
 
+    def function(self, name: str, real: str):
+        if (name, real) not in self._functions:
+            self._functions[name, real] = self.module(real).get_function(name)
+        return self._functions[name, real]
+
     def __call__(self, name: str, real: str, grid: tuple, block: tuple, args: tuple) -> None:
+        check_arguments(name, real, args, lambda a: isinstance(a, self.cupy.ndarray))
         for a in args:  # the kernels index flat memory
             if isinstance(a, self.cupy.ndarray) and not a.flags.c_contiguous:
                 raise ValueError(f"{name}: kernel arguments must be C-contiguous")
-        self.module(real).get_function(name)(grid, block, args)
+        self.function(name, real)(grid, block, args)
 
 
 _LAUNCHER: CupyLauncher | None = None

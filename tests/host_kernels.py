@@ -83,6 +83,7 @@ def host_launcher(folder: Path):
     def launch(name: str, real: str, grid: tuple, block: tuple, args: tuple) -> None:
         if not all(isinstance(g, int) and g >= 1 for g in (*grid, *block)):
             raise ValueError(f"{name}: bad launch configuration grid={grid} block={block}")
+        _fused.check_arguments(name, real, args, lambda a: isinstance(a, np.ndarray))
         fn = getattr(build(real, str(folder)), name)
         fn.restype = None
         fn(*[_c_arg(a, real) for a in args])

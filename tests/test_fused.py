@@ -91,7 +91,28 @@ def test_every_kernel_of_the_source_is_declared():
     src = _fused.kernel_source()
     declared = [line.split("void ")[1].split("(")[0] for line in src.splitlines()
                 if line.startswith('extern "C" __global__ void ')]
-    assert tuple(declared) == _fused.KERNELS
+    assert tuple(declared) == _fused.KERNELS == tuple(_fused.kernel_signatures())
+    assert _fused.kernel_signatures()["shifted_exp"] == ("REAL*", "const REAL*", "long long", "long long")
+
+
+def test_kernel_arguments_are_checked_against_the_signature():
+    a = np.zeros(4, dtype=np.float32)
+
+    def check(*args, real="float"):
+        _fused.check_arguments("shifted_exp", real, args, lambda x: isinstance(x, np.ndarray))
+
+    check(a, a, np.int64(2), np.int64(2))
+    with pytest.raises(TypeError, match=r"argument 2 \(long long\) got int32"):
+        check(a, a, np.int32(2), np.int64(2))
+    with pytest.raises(TypeError, match=r"argument 3 \(long long\) got int"):
+        check(a, a, np.int64(2), 2)
+    with pytest.raises(TypeError, match=r"argument 0 \(REAL\*\) got ndarray float32"):
+        check(a, a.astype(np.float64), np.int64(2), np.int64(2), real="double")
+    with pytest.raises(TypeError, match="takes 4 arguments, got 3"):
+        check(a, a, np.int64(2))
+    with pytest.raises(TypeError, match=r"argument 5 \(REAL\) got float64"):
+        _fused.check_arguments("exclude_pairs", "float", (a, np.int64(1), np.int64(4), np.int64(0), np.int64(1),
+                                                          np.float64(-np.inf)), lambda x: isinstance(x, np.ndarray))
 
 
 # ---------------------------------------------------------------------------------------
