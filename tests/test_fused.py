@@ -262,3 +262,30 @@ def test_cupy_fused_equals_cupy_reference(dtype, n, d, block_size, within):
     ratio = host(fused.mean_resultant_length(d, kappa)).astype(np.float64)
     err_ratio = np.max(np.abs(ratio - want_ratio) / np.maximum(want_ratio, np.finfo(dtype).tiny))
     within("ratio (fused vs reference)", err_ratio, tol["ratio"])
+
+
+def test_cupy_launcher_compiles_once_per_precision_and_refuses_strided_arrays():
+    """CuPy's launcher with a stand-in for CuPy (NumPy arrays, a recording RawModule)."""
+    compiled, launches = [], []
+
+    class RawModule:
+        def __init__(self, code, options):
+            compiled.append((code, options))
+
+        def get_function(self, name):
+            return lambda grid, block, args: launches.append((name, grid, block, len(args)))
+
+    class FakeCupy:
+        ndarray = np.ndarray
+
+    FakeCupy.RawModule = RawModule
+    launch = _fused.CupyLauncher(FakeCupy)
+    a = np.zeros((2, 4), dtype=np.float32)
+    for _ in range(3):
+        launch("shifted_exp", "float", (1, 2), (256,), (a, a[:, 0].copy(), np.int64(2), np.int64(4)))
+    launch("shifted_exp", "double", (1, 2), (256,), (a.astype(np.float64), np.zeros(2), np.int64(2), np.int64(4)))
+    assert [opts for _, opts in compiled] == [("-DREAL=float",), ("-DREAL=double",)]
+    assert compiled[0][0] == _fused.kernel_source()
+    assert launches == [("shifted_exp", (1, 2), (256,), 4)] * 4
+    with pytest.raises(ValueError, match="C-contiguous"):
+        launch("shifted_exp", "float", (1, 2), (256,), (a[:, ::2], a[:, 0].copy(), np.int64(2), np.int64(2)))
