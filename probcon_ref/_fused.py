@@ -146,37 +146,33 @@ class FusedSteps(ElementwiseSteps):
     def _coefficients(self, values, like):
         return self.xp.asarray(values, dtype=like.dtype, device=_arrays.device_of(like))
 
-    def _debye(self, d: int, kappa):
+    def _debye_kernel(self, name: str, d: int, kappa, tail):
+        """Launch a Debye kernel on ``kappa``: its arguments are ``(n, S(t)'s coefficients,
+        their count, *tail(coefficients))``. ``None`` below Debye's range."""
         nu = d / 2 - 1
         terms = special.debye_plan_for(nu, float(self.xp.finfo(kappa.dtype).eps))
-        return None if terms is None else (nu, special.debye_coefficients(nu, terms))
-
-    def _elementwise(self, name: str, x, extra: tuple):
-        size = math.prod(x.shape)
-        out = self.xp.empty_like(x)
+        if terms is None:
+            return None
+        coef = special.debye_coefficients(nu, terms)
+        size = math.prod(kappa.shape)
+        out = self.xp.empty_like(kappa)
         blocks = max(1, min(-(-size // THREADS), 4096))
-        self.launch(name, self._real(x), (blocks,), (THREADS,), (x, out, np.int64(size), *extra))
+        self.launch(name, self._real(kappa), (blocks,), (THREADS,), (
+            kappa, out, np.int64(size), self._scalar(kappa, nu), self._coefficients(coef.sum, kappa),
+            np.int32(len(coef.sum)), *tail(coef)))
         return out
 
     def normalizer_shift(self, d: int, kappa):
         """One launch of ``normalizer_shift`` in Debye's range :eq:`eq-normalizer-shift`."""
-        debye = self._debye(d, kappa)
-        if debye is None:
-            return super().normalizer_shift(d, kappa)
-        nu, coef = debye
-        return self._elementwise("normalizer_shift", kappa, (
-            self._scalar(kappa, nu), self._coefficients(coef.sum, kappa), np.int32(len(coef.sum)),
-            self._scalar(kappa, coef.log_sum_at_one)))
+        out = self._debye_kernel("normalizer_shift", d, kappa,
+                                 lambda coef: (self._scalar(kappa, coef.log_sum_at_one),))
+        return super().normalizer_shift(d, kappa) if out is None else out
 
     def mean_resultant_length(self, d: int, kappa):
         """One launch of ``bessel_ratio`` in Debye's range :eq:`eq-debye-ratio`."""
-        debye = self._debye(d, kappa)
-        if debye is None:
-            return super().mean_resultant_length(d, kappa)
-        nu, coef = debye
-        return self._elementwise("bessel_ratio", kappa, (
-            self._scalar(kappa, nu), self._coefficients(coef.sum, kappa), np.int32(len(coef.sum)),
+        out = self._debye_kernel("bessel_ratio", d, kappa, lambda coef: (
             self._coefficients(coef.derivative, kappa), np.int32(len(coef.derivative))))
+        return super().mean_resultant_length(d, kappa) if out is None else out
 
     def softmax_terms(self, logits_rows, pos_logit, self_col: int, pos_col: int) -> AnchorTerms:
         """:func:`probcon_ref.loss.softmax_terms` in place on ``logits_rows`` :eq:`eq-loss-stable`.
