@@ -2,8 +2,8 @@
 
 The array-API reference (:class:`probcon_ref.loss.ElementwiseSteps`) spends one kernel
 launch and one temporary array per operation. On a GPU that costs time twice over: in the
-launches, for the special functions of the concentrations (dozens of operations on 2N
-numbers), and in memory traffic, for the softmax over each (rows x 2N) block of logits.
+launches, for the special functions of the concentrations (at d = 256, 143 elementwise
+operations in float32 and 251 in float64, each on only 2N numbers), and in memory traffic, for the softmax over each (rows x 2N) block of logits.
 :class:`FusedSteps` does the same steps with the kernels of ``probcon_ref/cuda/fused.cu``:
 
 * the softmax of a block reads and writes the logits in place: two entries per row set to
@@ -18,8 +18,8 @@ checked against the reference on the host (the same source compiled by a C++ com
 ``tests/host_kernels.py``), compiled with NVRTC on every test run, and compared on the GPU
 by ``tests/test_fused.py``.
 
-Nothing here moves data between host and device: the Debye coefficients are created on
-the device of the concentrations, like any other constant.
+The only data sent to the device are the Debye coefficients (a dozen Python floats, created
+there as constants, as the reference creates its own); nothing is copied back.
 """
 
 from __future__ import annotations
