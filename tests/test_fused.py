@@ -16,6 +16,7 @@ no NVRTC library) into a failure; CI sets it.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import array_api_compat
 import array_api_compat.numpy as npx
@@ -289,3 +290,31 @@ def test_cupy_launcher_compiles_once_per_precision_and_refuses_strided_arrays():
     assert launches == [("shifted_exp", (1, 2), (256,), 4)] * 4
     with pytest.raises(ValueError, match="C-contiguous"):
         launch("shifted_exp", "float", (1, 2), (256,), (a[:, ::2], a[:, 0].copy(), np.int64(2), np.int64(2)))
+
+
+class _Counted(np.ndarray):
+    """A NumPy array that counts the elementwise operations (ufunc calls) made on it."""
+
+    calls = 0
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kw):
+        _Counted.calls += 1
+        plain = [i.view(np.ndarray) if isinstance(i, _Counted) else i for i in inputs]
+        out = getattr(ufunc, method)(*plain, **kw)
+        return out.view(_Counted) if isinstance(out, np.ndarray) else out
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_documented_launch_counts_of_the_reference_special_functions(dtype):
+    """The docs say how many elementwise operations the two fused special-function kernels
+    replace at d = 256; count them in the reference."""
+    kappa = np.linspace(0.0, 100.0, 64).astype(dtype).view(_Counted)
+    ref = loss.ElementwiseSteps(npx)
+    _Counted.calls = 0
+    ref.normalizer_shift(256, kappa)
+    ref.mean_resultant_length(256, kappa)
+    count = _Counted.calls
+    page = (Path(__file__).resolve().parents[1] / "docs" / "backends.md").read_text()
+    said = {"float32": "launches at d = 256 in float32", "float64": "in float64"}[dtype]
+    text = " ".join(page.split())
+    assert f"{count} {said}" in text or f"({count} {said})" in text, (count, said)
