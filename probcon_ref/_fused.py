@@ -6,8 +6,9 @@ launches, for the special functions of the concentrations (at d = 256, 143 eleme
 operations in float32 and 251 in float64, each on only 2N numbers), and in memory traffic, for the softmax over each (rows x 2N) block of logits.
 :class:`FusedSteps` does the same steps with the kernels of ``probcon_ref/cuda/fused.cu``:
 
-* the softmax of a block reads and writes the logits in place: two entries per row set to
-  ``-inf`` (not a (rows x 2N) mask), a row maximum, one pass ``exp(F - shift)``, a row sum;
+* the softmax of a block works in place in the block's logits: one pass for the gaps with
+  the anchor and its positive excluded (no (rows x 2N) mask), a row maximum, one pass
+  ``exp(delta - m)``, a row sum; the block's memory serves the logits, the gaps and ``e``;
 * ``log C_d(kappa) - log C_d(0)`` and ``A_d(kappa)``, for orders in Debye's range
   (``d/2 - 1 >= n0``: 30 in float64, 10 in float32), in one launch each; below that range
   the reference's power series and recurrence are used.
@@ -40,7 +41,7 @@ from .loss import AnchorTerms, ElementwiseSteps
 __all__ = ["use_fused_kernels", "FusedSteps", "kernel_source", "kernel_signatures", "KERNELS"]
 
 #: The kernels of ``cuda/fused.cu``, in the order they are documented there.
-KERNELS = ("exclude_pairs", "shifted_exp", "normalizer_shift", "bessel_ratio")
+KERNELS = ("logit_gaps", "shifted_exp", "normalizer_shift", "bessel_ratio")
 
 THREADS = 256
 _MAX_GRID_Y = 65535
@@ -83,8 +84,8 @@ def check_arguments(name: str, real: str, args: tuple, is_array) -> None:
         else:
             ok = type(arg) is _SCALAR_TYPES[param]
         if not ok:
-            raise TypeError(f"{name}: argument {i} ({param}) got {type(arg).__name__} "
-                            f"{getattr(arg, 'dtype', '')}".rstrip())
+            of = f" of {arg.dtype}" if is_array(arg) else ""
+            raise TypeError(f"{name}: argument {i} ({param}) got {type(arg).__name__}{of}")
 
 
 @contextlib.contextmanager
@@ -174,25 +175,26 @@ class FusedSteps(ElementwiseSteps):
             self._coefficients(coef.derivative, kappa), np.int32(len(coef.derivative))))
         return super().mean_resultant_length(d, kappa) if out is None else out
 
-    def softmax_terms(self, logits_rows, pos_logit, self_col: int, pos_col: int) -> AnchorTerms:
-        """:func:`probcon_ref.loss.softmax_terms` in place on ``logits_rows`` :eq:`eq-loss-stable`.
+    def _row_grid(self, rows: int, cols: int) -> tuple[int, int]:
+        return max(1, min(-(-cols // THREADS), 1024)), min(rows, _MAX_GRID_Y)
 
-        ``shift_a = max(F_{a,p(a)}, max_b F_ab)`` over the candidates left after exclusion,
-        so that ``m_a = shift_a - F_{a,p(a)} = max(0, max_b delta_ab)`` and
-        ``e[a, b] = exp(F_ab - shift_a) = exp(delta_ab - m_a)``, as in the reference.
-        """
-        xp = self.xp
+    def logit_gaps(self, logits_rows, pos_logit, self_col: int, pos_col: int):
+        """The gaps ``delta_ab``, computed in place in ``logits_rows`` :eq:`eq-loss-stable`."""
         rows, cols = logits_rows.shape
-        real = self._real(logits_rows)
-        self.launch("exclude_pairs", real, (max(1, min(-(-rows // THREADS), 4096)),), (THREADS,),
-                    (logits_rows, np.int64(rows), np.int64(cols), np.int64(self_col), np.int64(pos_col),
+        self.launch("logit_gaps", self._real(logits_rows), self._row_grid(rows, cols), (THREADS,),
+                    (logits_rows, pos_logit, np.int64(rows), np.int64(cols), np.int64(self_col), np.int64(pos_col),
                      self._scalar(logits_rows, -math.inf)))
-        shift = xp.maximum(xp.max(logits_rows, axis=1), pos_logit)
-        grid = (max(1, min(-(-cols // THREADS), 1024)), min(rows, _MAX_GRID_Y))
-        self.launch("shifted_exp", real, grid, (THREADS,), (logits_rows, shift, np.int64(rows), np.int64(cols)))
-        s = xp.sum(logits_rows, axis=1)
-        m = shift - pos_logit
-        return AnchorTerms(m, logits_rows, s, xp.exp(-m) + s)
+        return logits_rows
+
+    def anchor_terms(self, gaps) -> AnchorTerms:
+        """:func:`probcon_ref.loss.anchor_terms` with ``e`` computed in place in ``gaps`` :eq:`eq-loss-stable`."""
+        xp = self.xp
+        rows, cols = gaps.shape
+        m = xp.maximum(xp.max(gaps, axis=1), _arrays.const(xp, 0.0, gaps))
+        self.launch("shifted_exp", self._real(gaps), self._row_grid(rows, cols), (THREADS,),
+                    (gaps, m, np.int64(rows), np.int64(cols)))
+        s = xp.sum(gaps, axis=1)
+        return AnchorTerms(m, gaps, s, xp.exp(-m) + s)
 
 
 class CupyLauncher:

@@ -174,16 +174,6 @@ def per_anchor_loss(xp, terms: AnchorTerms):
     return terms.m + xp.log1p(terms.s + xp.expm1(-terms.m))
 
 
-def softmax_terms(xp, logits_rows, pos_logit, self_col: int, pos_col: int) -> AnchorTerms:
-    """:class:`AnchorTerms` of a block of anchor rows, from their logits :eq:`eq-loss-stable`.
-
-    The anchor itself (column ``self_col + i`` of row ``i``) and its positive (column
-    ``pos_col + i``) are excluded, the gaps shifted by their maximum and exponentiated.
-    """
-    excluded = excluded_candidates(xp, logits_rows.shape[0], logits_rows.shape[1], self_col, pos_col, logits_rows)
-    return anchor_terms(xp, logit_gaps(xp, logits_rows, pos_logit, excluded))
-
-
 # ---------------------------------------------------------------------------------------
 # The elementwise steps, and who computes them
 # ---------------------------------------------------------------------------------------
@@ -208,9 +198,20 @@ class ElementwiseSteps:
         """``A_d(kappa)`` :eq:`eq-mean-resultant`."""
         return mean_resultant_length_working(self.xp, d, kappa)
 
-    def softmax_terms(self, logits_rows, pos_logit, self_col: int, pos_col: int) -> AnchorTerms:
-        """:func:`softmax_terms`; the fused version may overwrite ``logits_rows``."""
-        return softmax_terms(self.xp, logits_rows, pos_logit, self_col, pos_col)
+    def logit_gaps(self, logits_rows, pos_logit, self_col: int, pos_col: int):
+        """:func:`logit_gaps` with the anchor itself (column ``self_col + i`` of row ``i``)
+        and its positive (column ``pos_col + i``) excluded :eq:`eq-loss-stable`.
+
+        The fused version computes the gaps in place, in ``logits_rows``.
+        """
+        xp = self.xp
+        excluded = excluded_candidates(xp, logits_rows.shape[0], logits_rows.shape[1], self_col, pos_col,
+                                       logits_rows)
+        return logit_gaps(xp, logits_rows, pos_logit, excluded)
+
+    def anchor_terms(self, gaps) -> AnchorTerms:
+        """:func:`anchor_terms`; the fused version exponentiates in place, in ``gaps``."""
+        return anchor_terms(self.xp, gaps)
 
 
 def elementwise_steps(xp) -> ElementwiseSteps:
@@ -341,9 +342,12 @@ def contrast_anchors(xp, mu_anchors, first: int, mu, conc: Concentrations, weigh
     for r0, r1 in row_blocks(mu.shape[0], block_size, n):
         mu_rows = mu_anchors[r0:r1, ...]
         shift = n if r0 < n else -n  # positives of view-1 rows are n columns on, of view-2 rows n back
-        logits = block_logits(xp, anchor_factors[r0:r1, ...], candidates)
-        terms = steps.softmax_terms(logits, pos_logit[r0:r1], first + r0, first + r0 + shift)
-        del logits
+        # The logits live only as long as this call: the reference frees them once the gaps
+        # exist, the fused kernels reuse their memory for the gaps and then for e.
+        gaps = steps.logit_gaps(block_logits(xp, anchor_factors[r0:r1, ...], candidates), pos_logit[r0:r1],
+                                first + r0, first + r0 + shift)
+        terms = steps.anchor_terms(gaps)
+        del gaps
         losses.append(per_anchor_loss(xp, terms))
         if with_grad:
             # W_ab = row[a] e[a, b] over the negatives (see Accumulated).

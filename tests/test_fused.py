@@ -107,13 +107,13 @@ def test_kernel_arguments_are_checked_against_the_signature():
         check(a, a, np.int32(2), np.int64(2))
     with pytest.raises(TypeError, match=r"argument 3 \(long long\) got int"):
         check(a, a, np.int64(2), 2)
-    with pytest.raises(TypeError, match=r"argument 0 \(REAL\*\) got ndarray float32"):
+    with pytest.raises(TypeError, match=r"argument 0 \(REAL\*\) got ndarray of float32"):
         check(a, a.astype(np.float64), np.int64(2), np.int64(2), real="double")
     with pytest.raises(TypeError, match="takes 4 arguments, got 3"):
         check(a, a, np.int64(2))
-    with pytest.raises(TypeError, match=r"argument 5 \(REAL\) got float64"):
-        _fused.check_arguments("exclude_pairs", "float", (a, np.int64(1), np.int64(4), np.int64(0), np.int64(1),
-                                                          np.float64(-np.inf)), lambda x: isinstance(x, np.ndarray))
+    with pytest.raises(TypeError, match=r"argument 6 \(REAL\) got float64$"):
+        _fused.check_arguments("logit_gaps", "float", (a, a, np.int64(1), np.int64(4), np.int64(0), np.int64(1),
+                                                       np.float64(-np.inf)), lambda x: isinstance(x, np.ndarray))
 
 
 # ---------------------------------------------------------------------------------------
@@ -150,15 +150,20 @@ def test_special_kernels_equal_the_reference(fused, dtype, d):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("rows,cols,self_col,pos_col", [(5, 10, 0, 5), (5, 10, 5, 0), (3, 10, 2, 7),
                                                        (1, 2, 0, 1), (1, 2, 1, 0), (7, 300, 40, 190)])
-def test_softmax_terms_equal_the_reference(fused, dtype, rows, cols, self_col, pos_col):
+def test_softmax_of_a_block_equals_the_reference(fused, dtype, rows, cols, self_col, pos_col):
     rng = np.random.default_rng(rows * cols)
     logits = (rng.normal(size=(rows, cols)) * 30).astype(DTYPES[dtype])
     pos = (rng.normal(size=rows) * 30).astype(DTYPES[dtype])
     pos[0] = 500.0  # the positive dominates: m = 0 and tiny losses
-    want = loss.softmax_terms(npx, logits.copy(), pos, self_col, pos_col)
+    ref = loss.ElementwiseSteps(npx)
+    want_gaps = ref.logit_gaps(logits.copy(), pos, self_col, pos_col)
+    want = ref.anchor_terms(want_gaps)
     steps = _fused.FusedSteps(npx, fused)
-    got = steps.softmax_terms(logits, pos, self_col, pos_col)
-    assert got.e is logits  # in place: no (rows x cols) temporary
+    gaps = steps.logit_gaps(logits, pos, self_col, pos_col)
+    assert gaps is logits  # in place: no (rows x cols) temporary
+    assert gaps.dtype == want_gaps.dtype and np.array_equal(gaps, want_gaps)
+    got = steps.anchor_terms(gaps)
+    assert got.e is logits
     for name in ("m", "e", "s", "z"):
         a, b = getattr(got, name), getattr(want, name)
         assert a.dtype == b.dtype
@@ -185,7 +190,7 @@ def test_fused_loss_and_gradient_equal_the_reference(fused, dtype, n, d, block_s
         want_none = pr.pcl_loss(*args, reduction="none", block_size=block_size)
         want_nt = pr.ntxent_loss_and_grad(args[0], args[1], temperature=0.1, block_size=block_size)
     got = pr.pcl_loss_and_grad(*args, weights=w.astype(dt), block_size=block_size)
-    assert {"exclude_pairs", "shifted_exp"} <= set(fused.launched)
+    assert {"logit_gaps", "shifted_exp"} <= set(fused.launched)
     got_none = pr.pcl_loss(*args, reduction="none", block_size=block_size)
     got_nt = pr.ntxent_loss_and_grad(args[0], args[1], temperature=0.1, block_size=block_size)
     tol = TOL[dtype]

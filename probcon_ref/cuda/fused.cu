@@ -13,28 +13,30 @@
 // Softmax over one block of anchors :eq:`eq-loss-stable`
 // ---------------------------------------------------------------------------------------
 
-// Set the anchor itself (column self_col + r of row r) and its positive (column
-// pos_col + r) to -inf, in place: two entries per row instead of a (rows x cols) mask.
-extern "C" __global__ void exclude_pairs(REAL* logits, long long rows, long long cols,
-                                         long long self_col, long long pos_col, REAL neg_inf)
-{
-    for (long long r = blockIdx.x * (long long)blockDim.x + threadIdx.x; r < rows;
-         r += (long long)blockDim.x * gridDim.x) {
-        logits[r * cols + self_col + r] = neg_inf;
-        logits[r * cols + pos_col + r] = neg_inf;
-    }
-}
-
-// e[r, c] = exp(F[r, c] - shift[r]), in place. With shift[r] = max(F_{r,p(r)}, max_c F[r, c])
-// this is exp(delta_rc - m_r) of the reference; excluded entries (-inf) become 0.
-extern "C" __global__ void shifted_exp(REAL* logits, const REAL* shift, long long rows, long long cols)
+// delta[r, c] = F[r, c] - F_{r,p(r)}, in place, with the anchor itself (column self_col + r)
+// and its positive (column pos_col + r) set to -inf :eq:`eq-loss-stable`.
+extern "C" __global__ void logit_gaps(REAL* logits, const REAL* pos_logit, long long rows, long long cols,
+                                      long long self_col, long long pos_col, REAL neg_inf)
 {
     for (long long r = blockIdx.y; r < rows; r += gridDim.y) {
-        const REAL s = shift[r];
+        const REAL pos = pos_logit[r];
         REAL* row = logits + r * cols;
         for (long long c = blockIdx.x * (long long)blockDim.x + threadIdx.x; c < cols;
              c += (long long)blockDim.x * gridDim.x) {
-            row[c] = exp(row[c] - s);
+            row[c] = (c == self_col + r || c == pos_col + r) ? neg_inf : row[c] - pos;
+        }
+    }
+}
+
+// e[r, c] = exp(delta[r, c] - m[r]), in place; excluded entries (-inf) become 0.
+extern "C" __global__ void shifted_exp(REAL* gaps, const REAL* m, long long rows, long long cols)
+{
+    for (long long r = blockIdx.y; r < rows; r += gridDim.y) {
+        const REAL shift = m[r];
+        REAL* row = gaps + r * cols;
+        for (long long c = blockIdx.x * (long long)blockDim.x + threadIdx.x; c < cols;
+             c += (long long)blockDim.x * gridDim.x) {
+            row[c] = exp(row[c] - shift);
         }
     }
 }
