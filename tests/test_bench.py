@@ -45,3 +45,30 @@ def test_device_section_rehearses_on_the_cpu():
     assert row["over_baseline"] == pytest.approx(row["ms"] / times[bench_device.BASELINE])
     assert row["over_floor"] == pytest.approx(row["ms"] / r["floor_ms"]["torch"])
     assert "| torch pcl_loss_and_grad |" in bench_device.to_markdown(r)
+
+
+def test_committed_cpu_results_meet_the_targets():
+    """The results on the docs' benchmark page (measured, not typed: `probcon-ref bench
+    --json`) meet the CPU targets; this reads them, it times nothing."""
+    from pathlib import Path
+
+    report = json.loads((Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "cpu.json").read_text())
+
+    def ratio(section, backend, dtype, ours, other, n2, d):
+        rows = [r for r in report["ratios"] if (r["section"], r["backend"], r["dtype"], r["ours"], r["other"],
+                                                 r["n2"], r["d"]) == (section, backend, dtype, ours, other, n2, d)]
+        assert len(rows) == 1, (section, backend, dtype, ours, other)
+        return rows[0]["ours_ms"] / rows[0]["other_ms"]
+
+    for backend in ("numpy-cpu", "torch-cpu"):
+        for dtype in ("float32", "float64"):
+            assert ratio("loss", backend, dtype, "pcl", "ntxent", 2048, 128) <= 1.2
+    for dtype in ("float32", "float64"):
+        assert ratio("integration", "torch-cpu", dtype, "integration-pcl", "autograd-ntxent", 2048, 128) <= 1.3
+        assert ratio("integration", "torch-cpu", dtype, "integration-pcl", "naive-pcl", 2048, 128) < 1.0
+    for mem in report["integration_memory"]:
+        assert mem["integration-pcl"] <= mem["autograd-ntxent"], mem
+    assert ratio("special", "numpy-cpu", "float64", "log_iv+bessel_ratio", "scipy ive x2", 4_000_000, 63) <= 0.5
+    big = [m for m in report["memory"] if m["n2"] == 65536 and m["dtype"] == "float32"]
+    assert big and big[0]["peak_bytes"] <= 4 * 2**30
+    assert report["float32_finiteness"]["integration_finite"] and not report["float32_finiteness"]["naive_finite"]
