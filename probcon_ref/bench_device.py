@@ -21,22 +21,11 @@ same code runs on PyTorch's CPU, to try it without a GPU.
 
 from __future__ import annotations
 
-import numpy as np
-
 from . import _backends, baselines
-from .bench import interleaved_medians
+from .bench import _inputs, interleaved_medians
 
 BASELINE = "torch autograd NT-Xent fwd+bwd"
 TARGET_RATIO = 1.5
-
-
-def _inputs(n2: int, d: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    n = n2 // 2
-    z1 = rng.normal(size=(n, d))
-    z2 = z1 + 0.7 * rng.normal(size=(n, d))
-    k1, k2 = rng.uniform(1.0, 30.0, size=(2, n))
-    return z1, z2, k1, k2
 
 
 def _synced(fn, sync):
@@ -122,7 +111,7 @@ def torch_peak_memory(torch, cases: dict) -> dict:
 def device_section(n2: int = 16384, d: int = 256, dtype: str = "float32", repeats: int = 10,
                    device: str = "cuda", budget_s: float = 60.0) -> dict | None:
     """Time the cases above; ``None`` when neither PyTorch-CUDA nor CuPy has a device."""
-    data = _inputs(n2, d)
+    data = _inputs(n2, d, "float64")  # the batch of the CPU sections, cast per case
     cases: dict = {}
     torch = None
     if device == "cpu" or _backends.availability("torch", "cuda") is None:
