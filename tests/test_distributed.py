@@ -26,7 +26,7 @@ def _worker(rank, world, init_file, out_dir, splits):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        from probcon_ref import distributed as pdist
+        from probcon_ref.torch import distributed as pdist
 
         z1, z2, k1, k2 = (torch.as_tensor(a) for a in _global_batch(n=sum(splits)))
         lo = sum(splits[:rank])
@@ -74,7 +74,7 @@ def test_distributed_equals_single_process(tmp_path, splits):
 
 
 def test_requires_initialised_group():
-    from probcon_ref import distributed as pdist
+    from probcon_ref.torch import distributed as pdist
 
     z = torch.ones(2, 3, dtype=torch.float64)
     with pytest.raises(RuntimeError, match="not initialised"):

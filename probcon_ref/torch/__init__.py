@@ -19,7 +19,7 @@ reference's mathematics runs unchanged on the tensors, on their device.
 :class:`PCLLoss` and :class:`NTXentLoss` follow the calling convention of lightly and
 pytorch-metric-learning: ``loss = criterion(out0, out1, kappa0, kappa1)``.
 
-``probcon_ref.torch.distributed`` (the module :mod:`probcon_ref.distributed`) computes the
+:mod:`probcon_ref.torch.distributed` computes the
 exact loss over all processes of a ``torch.distributed`` group.
 
 Examples
@@ -48,9 +48,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without PyTorch
     raise ImportError("probcon_ref.torch needs PyTorch: pip install torch") from exc
 
 from . import distributed
-from . import loss as _loss
-from ._arrays import check_positive_scalar
-from ._inputs import REDUCTIONS
+from .. import loss as _loss
+from .._arrays import check_positive_scalar
+from .._inputs import REDUCTIONS
 
 __all__ = ["pcl_loss", "ntxent_loss", "PCLLoss", "NTXentLoss", "distributed"]
 

@@ -26,8 +26,8 @@ import array_api_compat
 import torch
 import torch.distributed as dist
 
-from . import _inputs
-from .loss import (
+from .. import _inputs
+from ..loss import (
     Accumulated,
     contrast_anchors,
     direction_grad,
@@ -106,7 +106,7 @@ def pcl_loss_and_grad(z1, z2, kappa1, kappa2, *, reduction: str = "mean", group=
     Returns ``(loss, PCLGrads)`` like :func:`probcon_ref.pcl_loss_and_grad`; ``reduction``
     is ``"mean"`` (over all 2N anchors of all processes) or ``"sum"``.
     """
-    from .loss import PCLGrads
+    from ..loss import PCLGrads
 
     _check_group(group)
     batch = _inputs.pcl_batch(z1, z2, kappa1, kappa2, reduction, None, allow_none=False)
@@ -119,7 +119,7 @@ def pcl_loss_and_grad(z1, z2, kappa1, kappa2, *, reduction: str = "mean", group=
 def ntxent_loss_and_grad(z1, z2, *, temperature: float = 0.5, reduction: str = "mean", group=None,
                          block_size=None):
     """Global NT-Xent over the group and its gradient with respect to this process's views."""
-    from .loss import NTXentGrads
+    from ..loss import NTXentGrads
 
     _check_group(group)
     batch = _inputs.ntxent_batch(z1, z2, temperature, reduction, None, allow_none=False)
