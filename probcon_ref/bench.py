@@ -8,12 +8,17 @@ warm-up, and printed as ratios side by side:
    confidence), for every backend, device and dtype present;
 2. the PyTorch integration (forward+backward) against autograd NT-Xent as the common
    libraries write it, and against a naive autograd PCL whose normaliser comes from SciPy's
-   ``ive`` on the host: time, peak memory, and whether float32 stays finite;
-3. ``special.log_iv`` plus ``special.bessel_ratio`` against two ``scipy.special.ive`` calls;
+   ``ive`` on the host: time, peak memory, and whether float32 stays finite (needs PyTorch);
+3. ``special.log_iv`` plus ``special.bessel_ratio`` against two ``scipy.special.ive`` calls
+   (needs SciPy);
 4. peak extra memory of the blocked loss+gradient against 2N;
 5. where PyTorch-CUDA or CuPy has a GPU, the PCL on the device against PyTorch-CUDA
    autograd NT-Xent and against the floor set by the matrix products and the bytes moved
    (:mod:`probcon_ref.bench_device`).
+
+NumPy alone runs sections 1 and 4. The rows that compare with PyTorch or SciPy are left out,
+each with its reason printed and kept in the report's ``skipped`` list, when that library is
+not installed.
 
 Timings on shared machines are noisy: compare ratios within one run, not across runs.
 """
@@ -194,6 +199,18 @@ def _torch_available() -> bool:
     return True
 
 
+def _scipy_available() -> bool:
+    """SciPy is optional: it only provides the baselines of the SciPy rows."""
+    try:
+        import scipy.special  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+NO_SCIPY = "SciPy is not installed (pip install scipy)"
+
+
 def loss_section(sizes, dims, dtypes, repeats) -> list[Ratio]:
     """PCL against NT-Xent, loss+gradient, same backend."""
     backends = ["numpy"] + (["torch"] if _torch_available() else [])
@@ -219,11 +236,10 @@ def integration_section(n2, d, repeats, memory: bool) -> tuple[list[Ratio], list
     except ImportError:
         return [], []
     rows, mem = [], []
+    cases = ("integration-pcl", "integration-ntxent", "autograd-ntxent") + (("naive-pcl",) if _scipy_available() else ())
     for dtype in ("float32", "float64"):
-        times = interleaved_medians({c: _make_case(c, n2, d, dtype) for c in
-                                     ("integration-pcl", "integration-ntxent", "autograd-ntxent", "naive-pcl")},
-                                    repeats)
-        for other in ("autograd-ntxent", "naive-pcl"):
+        times = interleaved_medians({c: _make_case(c, n2, d, dtype) for c in cases}, repeats)
+        for other in ("autograd-ntxent", "naive-pcl")[:len(cases) - 2]:
             rows.append(Ratio("integration", "torch-cpu", dtype, n2, d, "integration-pcl",
                               times["integration-pcl"] * 1e3, other, times[other] * 1e3))
             _progress(rows[-1])
@@ -244,7 +260,8 @@ def float32_finiteness(n2: int = 512, d: int = 512) -> dict:
     """Do the integration and the naive SciPy PCL stay finite in float32 at large order?
 
     With d = 512 the order is 255; ``ive(255, kappa)`` underflows to 0 for small kappa
-    (SPEC section 5), so the naive normaliser becomes ``-log 0 = inf``.
+    (SPEC section 5), so the naive normaliser becomes ``-log 0 = inf``. Without SciPy the
+    naive entries are ``None``.
     """
     import torch
 
@@ -255,13 +272,19 @@ def float32_finiteness(n2: int = 512, d: int = 512) -> dict:
     k1 = torch.full_like(k1, 5.0)
     k2 = torch.full_like(k2, 5.0)
     ours = float(pr_torch.pcl_loss(z1, z2, k1, k2))
-    naive = float(baselines.naive_pcl(z1, z2, k1, k2))
+    naive = float(baselines.naive_pcl(z1, z2, k1, k2)) if _scipy_available() else None
     return {"d": d, "kappa": 5.0, "integration_loss": ours, "naive_loss": naive,
-            "integration_finite": bool(np.isfinite(ours)), "naive_finite": bool(np.isfinite(naive))}
+            "integration_finite": bool(np.isfinite(ours)),
+            "naive_finite": None if naive is None else bool(np.isfinite(naive))}
 
 
-def special_section(order: float = 63.0, size: int = 4_000_000, repeats: int = 5) -> Ratio:
-    """``log_iv`` + ``bessel_ratio`` against ``log(ive(nu, x)) + x`` and ``ive(nu+1, x)/ive(nu, x)``."""
+def special_section(order: float = 63.0, size: int = 4_000_000, repeats: int = 5) -> Ratio | None:
+    """``log_iv`` + ``bessel_ratio`` against ``log(ive(nu, x)) + x`` and ``ive(nu+1, x)/ive(nu, x)``.
+
+    ``None`` when SciPy is not installed.
+    """
+    if not _scipy_available():
+        return None
     from scipy.special import ive
 
     from .special import bessel_ratio, log_iv
@@ -339,17 +362,22 @@ def to_markdown(report: dict) -> str:
         lines += ["", "| dtype | 2N | d | case | peak extra memory (MiB) |", "| --- | ---: | ---: | --- | ---: |"]
         for e in report["integration_memory"]:
             for c in ("integration-pcl", "integration-ntxent", "autograd-ntxent", "naive-pcl"):
+                if c not in e:
+                    continue
                 lines.append(f"| {e['dtype']} | {e['n2']} | {e['d']} | {c} | {e[c] / 2**20:.1f} |")
     if report.get("float32_finiteness"):
         f = report["float32_finiteness"]
+        naive = "not run (no SciPy)" if f["naive_loss"] is None else f"{f['naive_loss']:.6g}"
         lines += ["", f"float32, d = {f['d']}, kappa = {f['kappa']}: integration loss {f['integration_loss']:.6g}, "
-                      f"naive SciPy-ive loss {f['naive_loss']:.6g}"]
+                      f"naive SciPy-ive loss {naive}"]
     if report.get("memory"):
         lines += ["", "| 2N | d | dtype | block | peak extra (MiB) | one (2N x 2N) matrix (MiB) |",
                   "| ---: | ---: | --- | ---: | ---: | ---: |"]
         for e in report["memory"]:
             lines.append(f"| {e['n2']} | {e['d']} | {e['dtype']} | {e['block_size']} | {e['peak_bytes'] / 2**20:.1f} | "
                          f"{e['full_matrix_bytes'] / 2**20:.1f} |")
+    for s in report.get("skipped", []):
+        lines += ["", f"Not measured: {s}."]
     if report.get("device"):
         from . import bench_device
 
@@ -383,19 +411,35 @@ def run(args) -> int:
         sizes, dims, mem_sizes, special_size = _ints(args.sizes), _ints(args.dims), _ints(args.memory_sizes), 4_000_000
     dtypes = [v for v in args.dtypes.split(",") if v]
     report = {"machine": machine_description()}
+    skipped = report["skipped"] = []
+
+    def skip(what: str) -> None:
+        skipped.append(what)
+        print(f"  skipped: {what}", flush=True)
+
     print("machine:", json.dumps(report["machine"]))
     print("1. PCL against NT-Xent, loss + analytic gradient, same backend")
     ratios = loss_section(sizes, dims, dtypes, args.repeats)
+    if not _torch_available():
+        skip("the PyTorch rows of section 1, PyTorch is not installed")
     print("2. PyTorch integration (forward + backward) against autograd baselines")
     n2_int, d_int = (256, 32) if args.quick else (2048, 128)
     integ, integ_mem = integration_section(n2_int, d_int, args.repeats, memory=not args.no_memory)
     ratios += integ
     report["integration_memory"] = integ_mem
     if integ:
+        if not _scipy_available():
+            skip(f"the naive SciPy PCL of section 2, {NO_SCIPY}")
         report["float32_finiteness"] = float32_finiteness()
         print("  float32 at large order:", json.dumps(report["float32_finiteness"]))
+    else:
+        skip("section 2, PyTorch (and probcon_ref.torch) cannot be imported")
     print("3. special functions against scipy.special.ive (order 63, float64)")
-    ratios.append(special_section(size=special_size, repeats=args.repeats))
+    special = special_section(size=special_size, repeats=args.repeats)
+    if special is None:
+        skip(f"section 3, {NO_SCIPY}")
+    else:
+        ratios.append(special)
     report["ratios"] = [dict(asdict(r), ratio=r.ratio) for r in ratios]
     if not args.no_memory and mem_sizes:
         print("4. peak extra memory of the blocked loss + gradient against 2N (NumPy, float32)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -21,6 +22,25 @@ def test_quick_benchmark_writes_a_report(tmp_path, capsys):
         assert r["ours_ms"] > 0 and r["other_ms"] > 0
     assert "| loss |" in md.read_text()
     assert "ratio" in capsys.readouterr().out
+
+
+def test_quick_benchmark_runs_without_scipy(tmp_path, capsys, monkeypatch):
+    """SciPy only provides baselines: without it the SciPy rows are left out, with the reason."""
+    for name in ("scipy", "scipy.special"):
+        monkeypatch.setitem(sys.modules, name, None)  # `import scipy` now raises ImportError
+    assert not bench._scipy_available()
+    out, md = tmp_path / "bench.json", tmp_path / "bench.md"
+    assert main(["bench", "--quick", "--no-memory", "--repeats", "3", "--json", str(out), "--markdown", str(md)]) == 0
+    report = json.loads(out.read_text())
+    sections = {r["section"] for r in report["ratios"]}
+    assert "loss" in sections and "special" not in sections
+    assert not [r for r in report["ratios"] if r["other"] == "naive-pcl"]
+    assert any(s.startswith("section 3, SciPy is not installed") for s in report["skipped"])
+    if "integration" in sections:  # PyTorch present: its rows stay, the naive SciPy PCL goes
+        assert report["float32_finiteness"]["naive_finite"] is None
+        assert all("naive-pcl" not in m for m in report["integration_memory"])
+    assert "Not measured: section 3, SciPy is not installed" in md.read_text()
+    assert "skipped: section 3, SciPy is not installed" in capsys.readouterr().out
 
 
 def test_unknown_case_is_rejected():
