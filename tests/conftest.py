@@ -14,6 +14,13 @@ The same variable also catches ``pytest.importorskip`` elsewhere in the suite: a
 module skipped because ``torch``, ``array_api_strict``, ``cupy`` or ``numpy`` could not be
 imported fails when the matching name is required.
 
+``PROBCON_REQUIRE_TOOLS`` (comma-separated) does the same for tools outside Python that a
+few tests need and skip without: ``c++`` and ``nvrtc`` (tests/test_fused.py), ``chromium``
+(headless Chromium and its driver, for the browser test of the docs, tests/test_docs.py) and
+``venv`` (``python -m venv`` with pip and a reachable package index, for the fresh
+environment of tests/test_wheel.py).
+:func:`skip_or_fail_tool` is the rule.
+
 ``PROBCON_CASE_LOG=path`` writes every error measured through the ``within`` fixture, with
 its tolerance, to a JSON file at the end of the session (``backends/gpu-check`` reads it).
 """
@@ -90,6 +97,21 @@ def skip_or_fail(name: str, reason: str):
     if name in required_names():
         pytest.fail(f"{name} is required ({REQUIRE_VAR}) but cannot run here: {reason}", pytrace=False)
     pytest.skip(f"{name}: {reason}")
+
+
+TOOLS_VAR = "PROBCON_REQUIRE_TOOLS"
+
+
+def required_tools() -> frozenset[str]:
+    """The names in ``PROBCON_REQUIRE_TOOLS``."""
+    return frozenset(t.strip() for t in os.environ.get(TOOLS_VAR, "").split(",") if t.strip())
+
+
+def skip_or_fail_tool(name: str, reason: str):
+    """Skip with ``reason``, or fail when ``PROBCON_REQUIRE_TOOLS`` names the tool ``name``."""
+    if name in required_tools():
+        pytest.fail(f"{name} is required ({TOOLS_VAR}) but {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 def require(name: str):
