@@ -276,6 +276,44 @@ def test_bad_arguments_fail_clearly(torch, T):
         T.ntxent_loss(z1.detach().long(), z2.detach().long())
 
 
+def test_options_are_checked_when_a_module_is_built(torch, T):
+    """Not at the first forward: every option, with the argument named."""
+    for make in (lambda **o: T.PCLLoss(**o), lambda **o: T.NTXentLoss(**o)):
+        for bad in (0, -2):
+            with pytest.raises(ValueError, match=f"^block_size must be a positive integer or None, got {bad}$"):
+                make(block_size=bad)
+        for bad, name in ((True, "bool"), (torch.tensor(True), "bool"), (2.0, "float"), ("4", "str")):
+            with pytest.raises(TypeError, match=f"^block_size must be a positive integer or None, got {name}$"):
+                make(block_size=bad)
+        with pytest.raises(ValueError, match="^reduction must be one of .*, got 'avg'$"):
+            make(reduction="avg")
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="^temperature must be a finite number > 0"):
+            T.NTXentLoss(temperature=bad)
+    with pytest.raises(TypeError, match="^temperature must be a real .*got str$"):
+        T.NTXentLoss(temperature="0.5")
+
+
+def test_functions_check_block_size_before_computing(torch, T):
+    z1, z2, k1, k2 = batch(torch, "cpu", torch.float64)
+    with pytest.raises(ValueError, match="^block_size must be a positive integer or None, got 0$"):
+        T.pcl_loss(z1, z2, k1, k2, block_size=0)
+    with pytest.raises(TypeError, match="^block_size must be a positive integer or None, got bool$"):
+        T.ntxent_loss(z1, z2, block_size=False)
+
+
+def test_block_size_of_any_integer_type_is_accepted(torch, T):
+    z1, z2, k1, k2 = batch(torch, "cpu", torch.float64, seed=7)
+    want = T.PCLLoss(block_size=3)(z1, z2, k1, k2)
+    for size in (np.int64(3), np.uint8(3), torch.tensor(3)):
+        crit = T.PCLLoss(block_size=size)
+        assert type(crit.block_size) is int and crit.block_size == 3
+        assert torch.equal(crit(z1, z2, k1, k2), want)
+        assert type(T.NTXentLoss(block_size=size).block_size) is int
+    assert torch.equal(T.pcl_loss(z1, z2, k1, k2, block_size=np.int32(3)), want)
+    assert "block_size=3" in repr(T.PCLLoss(block_size=np.int64(3)))
+
+
 # ---------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------

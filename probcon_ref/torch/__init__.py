@@ -15,6 +15,9 @@ reference's mathematics runs unchanged on the tensors, on their device.
   (promoted) dtype and each gradient in its own input's dtype. The float32 gradient is
   scaled by the incoming gradient before it is rounded, so a gradient scaler for mixed
   precision keeps the small gradients it is there to keep.
+* Options are checked when a module is constructed, not at its first call:
+  ``reduction``, ``temperature`` and ``block_size`` (``None`` or a positive integer of any
+  integer type; ``bool`` is refused).
 
 :class:`PCLLoss` and :class:`NTXentLoss` follow the calling convention of lightly and
 pytorch-metric-learning: ``loss = criterion(out0, out1, kappa0, kappa1)``.
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import operator
 
 try:
     import torch
@@ -67,6 +71,22 @@ def _check_reduction(reduction) -> str:
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     return reduction
+
+
+def _check_block_size(block_size):
+    """``None`` or a positive Python int (from any integer type); bool is refused."""
+    if block_size is None:
+        return None
+    message = "block_size must be a positive integer or None, got {}"
+    if isinstance(block_size, bool) or (isinstance(block_size, torch.Tensor) and block_size.dtype == torch.bool):
+        raise TypeError(message.format("bool"))
+    try:
+        value = operator.index(block_size)
+    except TypeError:
+        raise TypeError(message.format(type(block_size).__name__)) from None
+    if value < 1:
+        raise ValueError(message.format(value))
+    return value
 
 
 def _autocast_off(device: torch.device):
@@ -188,6 +208,7 @@ def pcl_loss(z1, z2, kappa1, kappa2, *, reduction: str = "mean", block_size: int
     """
     _check_tensors(z1=z1, z2=z2, kappa1=kappa1, kappa2=kappa2)
     reduction = _check_reduction(reduction)
+    block_size = _check_block_size(block_size)
     grad_wanted = _grad_wanted(z1, z2, kappa1, kappa2)
     return _ReferenceLoss.apply(functools.partial(_loss.pcl_loss, block_size=block_size),
                                 functools.partial(_loss.pcl_loss_and_grad, block_size=block_size),
@@ -202,6 +223,7 @@ def ntxent_loss(z1, z2, *, temperature: float = 0.5, reduction: str = "mean", bl
     _check_tensors(z1=z1, z2=z2)
     temperature = check_positive_scalar(temperature, "temperature")
     reduction = _check_reduction(reduction)
+    block_size = _check_block_size(block_size)
     bound = {"temperature": temperature, "block_size": block_size}
     return _ReferenceLoss.apply(functools.partial(_loss.ntxent_loss, **bound),
                                 functools.partial(_loss.ntxent_loss_and_grad, **bound),
@@ -218,13 +240,13 @@ class PCLLoss(torch.nn.Module):
     def __init__(self, reduction: str = "mean", block_size: int | None = None):
         super().__init__()
         self.reduction = _check_reduction(reduction)
-        self.block_size = block_size
+        self.block_size = _check_block_size(block_size)
 
     def forward(self, out0, out1, kappa0, kappa1):
         return pcl_loss(out0, out1, kappa0, kappa1, reduction=self.reduction, block_size=self.block_size)
 
     def extra_repr(self) -> str:
-        return f"reduction={self.reduction!r}"
+        return f"reduction={self.reduction!r}, block_size={self.block_size}"
 
 
 class NTXentLoss(torch.nn.Module):
@@ -234,11 +256,11 @@ class NTXentLoss(torch.nn.Module):
         super().__init__()
         self.temperature = check_positive_scalar(temperature, "temperature")
         self.reduction = _check_reduction(reduction)
-        self.block_size = block_size
+        self.block_size = _check_block_size(block_size)
 
     def forward(self, out0, out1):
         return ntxent_loss(out0, out1, temperature=self.temperature, reduction=self.reduction,
                            block_size=self.block_size)
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, reduction={self.reduction!r}"
+        return f"temperature={self.temperature}, reduction={self.reduction!r}, block_size={self.block_size}"
