@@ -144,6 +144,34 @@ def test_double_backward_is_refused(torch, T, device):
     assert g.shape == z1.shape
 
 
+@pytest.mark.parametrize("bad", ["nan", "inf"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_a_non_finite_incoming_gradient_propagates_whatever_the_reduction(torch, T, device, reduction, bad):
+    """One rule, as through PyTorch's own losses (what a gradient scaler's overflow check
+    relies on): non-finite input gradients, never an exception about weights the caller did
+    not pass."""
+    for dtype in (torch.float64, torch.float16):
+        z1, z2, k1, k2 = batch(torch, device, dtype, seed=5)
+        for loss, leaves in ((T.pcl_loss(z1, z2, k1, k2, reduction=reduction), (z1, z2, k1, k2)),
+                             (T.ntxent_loss(z1, z2, reduction=reduction), (z1, z2))):
+            upstream = torch.ones_like(loss)
+            upstream.view(-1)[-1] = float(bad)  # one anchor's entry for "none"
+            loss.backward(upstream)
+            for t in leaves:
+                assert t.grad.dtype == dtype and not bool(torch.isfinite(t.grad).any()), (dtype, t.shape)
+                t.grad = None
+
+
+def test_a_finite_incoming_gradient_is_unchanged_by_the_non_finite_rule(torch, T, device):
+    """The rule adds nothing to finite weights: the gradient is the reference's, to the bit."""
+    z1, z2, k1, k2 = batch(torch, device, torch.float64, seed=6)
+    v = torch.linspace(-3.0, 1.0, 2 * z1.shape[0], dtype=torch.float64, device=device)
+    T.pcl_loss(z1, z2, k1, k2, reduction="none").backward(v)
+    _, want = pr.pcl_loss_and_grad(*(t.detach() for t in (z1, z2, k1, k2)), weights=v)
+    for got, ref in zip((z1.grad, z2.grad, k1.grad, k2.grad), want):
+        assert torch.equal(got, ref)
+
+
 # ---------------------------------------------------------------------------------------
 # Device, dtype, half precision and autocast
 # ---------------------------------------------------------------------------------------

@@ -15,6 +15,12 @@ reference's mathematics runs unchanged on the tensors, on their device.
   (promoted) dtype and each gradient in its own input's dtype. The float32 gradient is
   scaled by the incoming gradient before it is rounded, so a gradient scaler for mixed
   precision keeps the small gradients it is there to keep.
+* A non-finite incoming gradient (NaN or infinity, what a gradient scaler's overflow check
+  looks for) propagates, whatever the reduction, as it does through PyTorch's own losses:
+  the input gradients come out non-finite and nothing raises. For ``reduction="none"`` the
+  non-finite entries are replaced by zero before they become the weights ``w_a`` (which
+  :func:`probcon_ref.pcl_loss_and_grad` rightly refuses when a caller passes them), and
+  every gradient is then made NaN.
 * Options are checked when a module is constructed, not at its first call:
   ``reduction``, ``temperature`` and ``block_size`` (``None`` or a positive integer of any
   integer type; ``bool`` is refused).
@@ -138,6 +144,20 @@ def _scaled(grads, grad_output, needs, dtypes):
     return tuple(out)
 
 
+def _finite_part(grad_output):
+    """``(weights, poison)``: ``grad_output`` with its non-finite entries set to zero, and a
+    0-d tensor that is 0 when every entry is finite and NaN otherwise.
+
+    Adding ``poison`` to the gradients computed with ``weights`` propagates a NaN or infinite
+    upstream gradient, without a host synchronisation, and without ever passing the
+    reference a non-finite weight (which it refuses as invalid input).
+    """
+    finite = torch.isfinite(grad_output)
+    weights = torch.where(finite, grad_output, 0.0)
+    poison = torch.where(finite, 0.0, grad_output).sum() * 0
+    return weights, poison
+
+
 class _ReferenceLoss(torch.autograd.Function):
     """Forward: a reference loss; backward: its analytic gradient (PCL and NT-Xent alike).
 
@@ -171,8 +191,10 @@ class _ReferenceLoss(torch.autograd.Function):
         with _autocast_off(grad_output.device):
             if ctx.reduction == "none":
                 work = ctx.saved_tensors
-                _, grads = ctx.loss_and_grad(*work, weights=grad_output.to(work[0].dtype))
-                grads = tuple(g.to(dt) if need else None for g, need, dt in zip(grads, needs, ctx.dtypes))
+                weights, poison = _finite_part(grad_output.to(work[0].dtype))
+                _, grads = ctx.loss_and_grad(*work, weights=weights)
+                grads = tuple((g + poison).to(dt) if need else None
+                              for g, need, dt in zip(grads, needs, ctx.dtypes))
             else:
                 grads = _scaled(ctx.saved_tensors, grad_output, needs, ctx.dtypes)
         return (None, None, None, None, *grads)
