@@ -57,7 +57,6 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without PyTorch
     raise ImportError("probcon_ref.torch needs PyTorch: pip install torch") from exc
 
-from . import distributed
 from .. import loss as _loss
 from .._arrays import check_positive_scalar
 from .._inputs import REDUCTIONS
@@ -286,3 +285,8 @@ class NTXentLoss(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, reduction={self.reduction!r}, block_size={self.block_size}"
+
+
+# Last: the distributed loss reuses this module's guards (autocast, half precision, the
+# once-differentiable backward), so it is imported once they exist.
+from . import distributed  # noqa: E402

@@ -18,17 +18,50 @@ size to train on the gradient of the global loss.
 
 Processes may hold different numbers of pairs. This module is PyTorch-specific glue; the
 mathematics is the array-API reference.
+
+The processes check each other
+-------------------------------
+Before any data moves, every process validates its own inputs (the rules of
+:func:`probcon_ref.pcl_loss`, plus ``block_size``) and all processes exchange one small
+fixed-size record: whether the inputs are valid (and if not, the error), N, d, the dtype of
+each input, the reduction, the temperature and which loss is computed. Every process then
+reaches the same verdict and, when something is wrong, raises the same exception with the
+same message, naming the argument and the rank (the global rank):
+
+* an invalid input on some rank (N = 0, a NaN, a negative kappa, ...): that rank's own
+  exception type (``TypeError``/``ValueError``; any other exception becomes a
+  ``RuntimeError``) with ``"rank R: <its message>"``; on the rank at fault it is chained to
+  the original exception;
+* ranks that disagree on d, on an input's dtype, on ``reduction``, on ``temperature`` or
+  on which loss they compute: ``ValueError``. N may differ (uneven shares are supported);
+  ``block_size`` is each process's own memory bound and may differ too.
+
+So no process is left waiting in a collective for a peer that has raised, a peer with a
+different d or dtype cannot crash the group, and ranks with different options cannot
+return a silently wrong loss. A program that catches the exception on every rank can go on
+using the group.
+
+The differentiable :func:`pcl_loss` and :func:`ntxent_loss` keep the guards of
+:mod:`probcon_ref.torch`: the computation runs with autocast switched off, float16/bfloat16
+in float32 with the loss returned in the inputs' (promoted) dtype and each gradient, scaled
+by the incoming gradient before rounding, in its input's dtype; a non-finite incoming
+gradient propagates; ``create_graph=True`` is an error (differentiable once).
+``pcl_loss_and_grad`` and ``ntxent_loss_and_grad`` return values, not graphs.
 """
 
 from __future__ import annotations
 
-import array_api_compat
+import functools
+import struct
+
 import torch
 import torch.distributed as dist
 
 from .. import _inputs
 from ..loss import (
     Accumulated,
+    NTXentGrads,
+    PCLGrads,
     contrast_anchors,
     direction_grad,
     elementwise_steps,
@@ -38,6 +71,7 @@ from ..loss import (
     pcl_concentrations,
     unit_directions,
 )
+from . import _autocast_off, _check_block_size, _check_tensors, _differentiable_once, _scaled
 
 __all__ = ["pcl_loss", "ntxent_loss", "pcl_loss_and_grad", "ntxent_loss_and_grad"]
 
@@ -100,68 +134,256 @@ def _check_group(group):
     return group
 
 
+# ---------------------------------------------------------------------------------------
+# The record every process contributes before the first data collective
+# ---------------------------------------------------------------------------------------
+
+_PCL, _NTXENT = 1, 2
+_KIND_NAMES = {_PCL: "PCL", _NTXENT: "NT-Xent"}
+_INPUT_NAMES = {_PCL: ("z1", "z2", "kappa1", "kappa2"), _NTXENT: ("z1", "z2")}
+_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+_ERROR_TYPES = (TypeError, ValueError, RuntimeError)  # codes 1, 2, 3 (3: any other exception)
+
+# int64 fields: error code (0 = valid), loss kind, N, d, reduction, temperature (the bits of
+# the float64), message length in bytes, then one dtype code per input; then the message.
+_ERROR, _KIND, _N, _D, _REDUCTION, _TEMPERATURE, _LENGTH, _DTYPE = range(8)
+_HEADER = _DTYPE + 4
+_MESSAGE_BYTES = 1024
+
+
+def _code(value, choices) -> int:
+    """1 + the index of ``value`` in ``choices``."""
+    return next(i for i, c in enumerate(choices, 1) if value == c)
+
+
+def _float_bits(x: float) -> int:
+    return struct.unpack("<q", struct.pack("<d", x))[0]
+
+
+def _bits_float(bits: int) -> float:
+    return struct.unpack("<d", struct.pack("<q", bits))[0]
+
+
+def _error_code(exc: Exception) -> int:
+    for code, cls in enumerate(_ERROR_TYPES[:2], 1):
+        if isinstance(exc, cls):
+            return code
+    return 3
+
+
+def _error_text(exc: Exception) -> bytes:
+    text = str(exc) if _error_code(exc) < 3 else f"{type(exc).__name__}: {exc}"
+    raw = text.encode("utf-8", "replace")
+    if len(raw) > _MESSAGE_BYTES:
+        raw = raw[: _MESSAGE_BYTES - 3] + b"..."
+    return raw
+
+
+def _record(kind: int, batch, error, device) -> torch.Tensor:
+    head = [0] * _HEADER
+    head[_KIND] = kind
+    text = b""
+    if error is not None:
+        head[_ERROR] = _error_code(error)
+        text = _error_text(error)
+    else:
+        head[_N], head[_D] = batch.n, batch.d
+        head[_REDUCTION] = _code(batch.reduction, _inputs.REDUCTIONS)
+        if batch.temperature is not None:
+            head[_TEMPERATURE] = _float_bits(batch.temperature)
+        for i, dt in enumerate(batch.grad_dtypes):
+            head[_DTYPE + i] = _code(dt, _DTYPES)
+    head[_LENGTH] = len(text)
+    body = torch.frombuffer(bytearray(text.ljust(_MESSAGE_BYTES, b"\0")), dtype=torch.int64)
+    return torch.cat([torch.tensor(head, dtype=torch.int64), body]).to(device)
+
+
+def _record_device(z1, group) -> torch.device:
+    """Where the record is exchanged: where the data will be (z1's device), else the group's."""
+    if isinstance(z1, torch.Tensor):
+        return z1.device
+    if str(dist.get_backend(group)) == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _global_ranks(group) -> list[int]:
+    if group is None:
+        return list(range(dist.get_world_size()))
+    return list(dist.get_process_group_ranks(group))
+
+
+def _rank_list(ranks: list[int]) -> str:
+    """``rank 3``, ``ranks 0, 2-5, 7``."""
+    runs: list[list[int]] = []
+    for r in sorted(ranks):
+        if runs and r == runs[-1][1] + 1:
+            runs[-1][1] = r
+        else:
+            runs.append([r, r])
+    text = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+    return f"rank {text}" if len(ranks) == 1 else f"ranks {text}"
+
+
+def _by_value(ranks: list[int], values: list, show) -> str:
+    groups: dict = {}
+    for r, v in zip(ranks, values):
+        groups.setdefault(v, []).append(r)
+    return "; ".join(f"{show(v)} on {_rank_list(rs)}" for v, rs in groups.items())
+
+
+def _failures(ranks, heads, texts, failed) -> str:
+    """``rank R: <message>`` for every rank whose inputs are invalid, one line per message."""
+    by_text: dict = {}
+    for i in failed:
+        text = bytes(texts[i, : heads[i][_LENGTH]].tolist()).decode("utf-8", "replace")
+        by_text.setdefault(text, []).append(ranks[i])
+    return "\n".join(f"{_rank_list(rs)}: {text}" for text, rs in by_text.items())
+
+
+def _disagreements(ranks, heads) -> str:
+    """What the ranks disagree on, one line per argument; empty when they agree."""
+    out = []
+
+    def check(field, rule, show):
+        values = [h[field] for h in heads]
+        if len(set(values)) > 1:
+            out.append(f"{rule} on every rank of the group: {_by_value(ranks, values, show)}")
+
+    check(_KIND, "the loss (PCL or NT-Xent) must be the same", _KIND_NAMES.get)
+    if out:  # the other fields mean different things for the two losses
+        return out[0]
+    kind = heads[0][_KIND]
+    check(_D, "z1 and z2 must have the same dimension d", lambda v: f"d = {v}")
+    for i, name in enumerate(_INPUT_NAMES[kind]):
+        check(_DTYPE + i, f"{name} must have the same dtype", lambda v: str(_DTYPES[v - 1]))
+    check(_REDUCTION, "reduction must be the same", lambda v: repr(_inputs.REDUCTIONS[v - 1]))
+    if kind == _NTXENT:
+        check(_TEMPERATURE, "temperature must be the same", lambda v: repr(_bits_float(v)))
+    return "\n".join(out)
+
+
+def _exchange(record: torch.Tensor, group):
+    parts = [torch.empty_like(record) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(parts, record, group=group)
+    rows = torch.stack(parts).cpu()
+    return rows[:, :_HEADER].tolist(), rows[:, _HEADER:].contiguous().view(torch.uint8)
+
+
+def _agreed(kind: int, group, z1, validate):
+    """``validate()`` on this process, checked against every process of the group.
+
+    Returns what ``validate`` returns when every process's inputs are valid and they agree;
+    otherwise every process raises the same exception (see the module docstring). One
+    all-gather of a fixed-size record, before any data collective.
+    """
+    _check_group(group)
+    result, error = None, None
+    try:
+        result = validate()
+    except Exception as exc:  # shared with the group, then raised on every process
+        error = exc
+    batch = None if result is None else result[0]
+    heads, texts = _exchange(_record(kind, batch, error, _record_device(z1, group)), group)
+    ranks = _global_ranks(group)
+    failed = [i for i, h in enumerate(heads) if h[_ERROR]]
+    if failed:
+        cls = _ERROR_TYPES[heads[failed[0]][_ERROR] - 1]
+        raise cls(_failures(ranks, heads, texts, failed)) from error
+    problems = _disagreements(ranks, heads)
+    if problems:
+        raise ValueError(problems)
+    return result
+
+
+def _pcl_inputs(z1, z2, kappa1, kappa2, reduction, block_size):
+    _check_tensors(z1=z1, z2=z2, kappa1=kappa1, kappa2=kappa2)
+    batch = _inputs.pcl_batch(z1.detach(), z2.detach(), kappa1.detach(), kappa2.detach(), reduction, None,
+                              allow_none=False)
+    return batch, _check_block_size(block_size)
+
+
+def _ntxent_inputs(z1, z2, temperature, reduction, block_size):
+    _check_tensors(z1=z1, z2=z2)
+    batch = _inputs.ntxent_batch(z1.detach(), z2.detach(), temperature, reduction, None, allow_none=False)
+    return batch, _check_block_size(block_size)
+
+
+# ---------------------------------------------------------------------------------------
+# The global loss
+# ---------------------------------------------------------------------------------------
+
+
+def _pcl_global(batch, group, block_size):
+    """The global PCL in the caller's dtype, and the gradient blocks in the working dtype."""
+    with torch.no_grad(), _autocast_off(batch.z.device):
+        loss, g_z, g_k = _global_loss_and_grad(batch, batch.kappa, None, group, block_size)
+    n = batch.n
+    return _inputs.finish_loss(batch, loss), (g_z[:n], g_z[n:], g_k[:n], g_k[n:])
+
+
+def _ntxent_global(batch, group, block_size):
+    with torch.no_grad(), _autocast_off(batch.z.device):
+        loss, g_z, _ = _global_loss_and_grad(batch, None, batch.temperature, group, block_size)
+    n = batch.n
+    return _inputs.finish_loss(batch, loss), (g_z[:n], g_z[n:])
+
+
 def pcl_loss_and_grad(z1, z2, kappa1, kappa2, *, reduction: str = "mean", group=None, block_size=None):
     """Global PCL over the group and its gradient with respect to this process's inputs.
 
     Returns ``(loss, PCLGrads)`` like :func:`probcon_ref.pcl_loss_and_grad`; ``reduction``
-    is ``"mean"`` (over all 2N anchors of all processes) or ``"sum"``.
+    is ``"mean"`` (over all 2N anchors of all processes) or ``"sum"``. Every process of the
+    group must call it with the same d, dtypes and ``reduction`` (see the module docstring).
     """
-    from ..loss import PCLGrads
-
-    _check_group(group)
-    batch = _inputs.pcl_batch(z1, z2, kappa1, kappa2, reduction, None, allow_none=False)
-    loss, g_z, g_k = _global_loss_and_grad(batch, batch.kappa, None, group, block_size)
-    n = batch.n
-    grads = _inputs.grads_to_input_dtypes(batch, (g_z[:n], g_z[n:], g_k[:n], g_k[n:]))
-    return _inputs.finish_loss(batch, loss), PCLGrads(*grads)
+    batch, block_size = _agreed(_PCL, group, z1,
+                                lambda: _pcl_inputs(z1, z2, kappa1, kappa2, reduction, block_size))
+    loss, grads = _pcl_global(batch, group, block_size)
+    return loss, PCLGrads(*_inputs.grads_to_input_dtypes(batch, grads))
 
 
 def ntxent_loss_and_grad(z1, z2, *, temperature: float = 0.5, reduction: str = "mean", group=None,
                          block_size=None):
     """Global NT-Xent over the group and its gradient with respect to this process's views."""
-    from ..loss import NTXentGrads
-
-    _check_group(group)
-    batch = _inputs.ntxent_batch(z1, z2, temperature, reduction, None, allow_none=False)
-    loss, g_z, _ = _global_loss_and_grad(batch, None, batch.temperature, group, block_size)
-    n = batch.n
-    return _inputs.finish_loss(batch, loss), NTXentGrads(*_inputs.grads_to_input_dtypes(batch, (g_z[:n], g_z[n:])))
+    batch, block_size = _agreed(_NTXENT, group, z1,
+                                lambda: _ntxent_inputs(z1, z2, temperature, reduction, block_size))
+    loss, grads = _ntxent_global(batch, group, block_size)
+    return loss, NTXentGrads(*_inputs.grads_to_input_dtypes(batch, grads))
 
 
 class _GlobalLoss(torch.autograd.Function):
-    """Forward: the global loss; backward: the analytic gradient, scaled by ``grad_output``."""
+    """Forward: the global loss; backward: the analytic gradient, scaled by ``grad_output``.
+
+    ``compute()`` returns the loss in the caller's dtype and the gradient blocks in the
+    working dtype; ``grad_dtypes`` are the inputs' dtypes, which the scaled gradients take.
+    """
 
     @staticmethod
-    def forward(ctx, compute, *inputs):
-        with torch.no_grad():
-            loss, grads = compute(*[t.detach() for t in inputs])
+    def forward(ctx, compute, grad_dtypes, *inputs):
+        loss, grads = compute()
+        ctx.dtypes = grad_dtypes
         ctx.save_for_backward(*grads)
         return loss
 
     @staticmethod
+    @_differentiable_once
     def backward(ctx, grad_output):
-        return (None, *(g * grad_output for g in ctx.saved_tensors))
+        with _autocast_off(grad_output.device):
+            grads = _scaled(ctx.saved_tensors, grad_output, ctx.needs_input_grad[2:], ctx.dtypes)
+        return (None, None, *grads)
 
 
 def pcl_loss(z1, z2, kappa1, kappa2, *, reduction: str = "mean", group=None, block_size=None):
     """Differentiable global PCL (``torch.autograd``); see the module docstring for DDP."""
-    def compute(a, b, c, d):
-        return pcl_loss_and_grad(a, b, c, d, reduction=reduction, group=group, block_size=block_size)
-
-    _require_torch(z1)
-    return _GlobalLoss.apply(compute, z1, z2, kappa1, kappa2)
+    batch, block_size = _agreed(_PCL, group, z1,
+                                lambda: _pcl_inputs(z1, z2, kappa1, kappa2, reduction, block_size))
+    compute = functools.partial(_pcl_global, batch, group, block_size)
+    return _GlobalLoss.apply(compute, batch.grad_dtypes, z1, z2, kappa1, kappa2)
 
 
 def ntxent_loss(z1, z2, *, temperature: float = 0.5, reduction: str = "mean", group=None, block_size=None):
     """Differentiable global NT-Xent (``torch.autograd``)."""
-    def compute(a, b):
-        return ntxent_loss_and_grad(a, b, temperature=temperature, reduction=reduction, group=group,
-                                    block_size=block_size)
-
-    _require_torch(z1)
-    return _GlobalLoss.apply(compute, z1, z2)
-
-
-def _require_torch(z):
-    if not array_api_compat.is_torch_array(z):
-        raise TypeError(f"z1 must be a torch.Tensor for the distributed loss, got {type(z).__name__}")
+    batch, block_size = _agreed(_NTXENT, group, z1,
+                                lambda: _ntxent_inputs(z1, z2, temperature, reduction, block_size))
+    compute = functools.partial(_ntxent_global, batch, group, block_size)
+    return _GlobalLoss.apply(compute, batch.grad_dtypes, z1, z2)
