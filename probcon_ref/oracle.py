@@ -4,7 +4,8 @@ This is the slow, trusted route used to compute the golden vectors
 (:mod:`probcon_ref.vectors`). It shares no code with the array implementation: every
 quantity is evaluated with mpmath at :data:`DIGITS` significant digits (plus guard digits),
 float64 inputs are read as the exact binary numbers they are, and results are rounded to
-float64 only at the very end.
+float64 once, at the very end (subnormal results too). No NumPy or libm arithmetic takes
+part, so the results are the same on every machine.
 
 mpmath is an optional dependency (``pip install "probcon-ref[oracle]"``); it is imported
 when a function here is first called.
@@ -20,6 +21,7 @@ Examples
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,6 +62,28 @@ def _exact(mp, value, name: str):
     if not np.isfinite(v):
         raise ValueError(f"{name} must be finite, got {v}")
     return mp.mpf(v)
+
+
+def _round(x) -> float:
+    """The mpf ``x`` rounded once to the nearest float64 (ties to even), subnormals included.
+
+    ``float(x)`` rounds to 53 bits and then, where the result is subnormal, lets ``ldexp``
+    round a second time onto the coarser subnormal grid; below the normal range the value is
+    therefore rounded here directly at the binary place 2**-1074, in integer arithmetic.
+    """
+    sign, man, exp, bc = x._mpf_
+    if not man or exp + bc - 1 >= -1022:  # zero, inf, nan, or normal: one rounding to 53 bits
+        return float(x)
+    shift = -1074 - exp
+    if shift <= 0:  # already a multiple of 2**-1074: exact
+        q = man << -shift
+    else:
+        q, rem = man >> shift, man & ((1 << shift) - 1)
+        half = 1 << (shift - 1)
+        if rem > half or (rem == half and q & 1):
+            q += 1
+    value = math.ldexp(q, -1074)  # q <= 2**52: exact
+    return -value if sign else value
 
 
 # ---------------------------------------------------------------------------------------
@@ -111,7 +135,7 @@ def log_iv(nu, x) -> float:
     mp = _mpmath()
     nu, x = _check_order(nu), _check_arg(x, "x")
     with mp.workdps(DIGITS + _GUARD):
-        return float(_log_iv(mp, mp.mpf(nu), mp.mpf(x)))
+        return _round(_log_iv(mp, mp.mpf(nu), mp.mpf(x)))
 
 
 def bessel_ratio(nu, x) -> float:
@@ -119,7 +143,7 @@ def bessel_ratio(nu, x) -> float:
     mp = _mpmath()
     nu, x = _check_order(nu), _check_arg(x, "x")
     with mp.workdps(DIGITS + _GUARD):
-        return float(_ratio(mp, mp.mpf(nu), mp.mpf(x)))
+        return _round(_ratio(mp, mp.mpf(nu), mp.mpf(x)))
 
 
 def log_vmf_normalizer(d, kappa) -> float:
@@ -127,7 +151,7 @@ def log_vmf_normalizer(d, kappa) -> float:
     mp = _mpmath()
     d, kappa = _check_dim(d), _check_arg(kappa, "kappa")
     with mp.workdps(DIGITS + _GUARD):
-        return float(_log_c(mp, d, mp.mpf(kappa)))
+        return _round(_log_c(mp, d, mp.mpf(kappa)))
 
 
 def mean_resultant_length(d, kappa) -> float:
@@ -245,7 +269,7 @@ def _evaluate(mp, z, n: int, d: int, kappa, inv_tau, weights):
 
 
 def _to_f64(values) -> np.ndarray:
-    return np.array([float(v) for v in values], dtype=np.float64)
+    return np.array([_round(v) for v in values], dtype=np.float64)
 
 
 def pcl(z1, z2, kappa1, kappa2, *, weights="mean") -> OracleResult:
@@ -265,10 +289,10 @@ def pcl(z1, z2, kappa1, kappa2, *, weights="mean") -> OracleResult:
         kappa = [mp.mpf(float(v)) for v in k]
         losses, total, total_sum, gz, gk, log_c, length = _evaluate(
             mp, z, n, d, kappa, None, _weights(mp, weights, 2 * n))
-        gz = np.array([[float(v) for v in row] for row in gz], dtype=np.float64)
+        gz = np.array([_to_f64(row) for row in gz], dtype=np.float64).reshape(len(gz), d)
         gk = _to_f64(gk)
         return OracleResult(
-            _to_f64(losses), float(total), float(total_sum),
+            _to_f64(losses), _round(total), _round(total_sum),
             {"z1": gz[:n], "z2": gz[n:], "kappa1": gk[:n], "kappa2": gk[n:]},
             _to_f64(log_c), _to_f64(length),
         )
@@ -284,5 +308,5 @@ def ntxent(z1, z2, *, temperature: float, weights="mean") -> OracleResult:
     with mp.workdps(DIGITS + _GUARD):
         losses, total, total_sum, gz, _, _, _ = _evaluate(
             mp, z, n, d, None, 1 / mp.mpf(tau), _weights(mp, weights, 2 * n))
-        gz = np.array([[float(v) for v in row] for row in gz], dtype=np.float64)
-        return OracleResult(_to_f64(losses), float(total), float(total_sum), {"z1": gz[:n], "z2": gz[n:]})
+        gz = np.array([_to_f64(row) for row in gz], dtype=np.float64).reshape(len(gz), d)
+        return OracleResult(_to_f64(losses), _round(total), _round(total_sum), {"z1": gz[:n], "z2": gz[n:]})

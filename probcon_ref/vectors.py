@@ -9,21 +9,24 @@ exactly), plus ``manifest.json`` and a ``README.md`` that explains the format. T
 can test itself without Python.
 
 The set ships with the package (``probcon_ref/data/golden``): ``probcon-ref vectors DIR``
-writes it out; ``--recompute`` evaluates it again at 50 digits (needs mpmath; tens of
-seconds). :func:`load` reads a written set.
+writes it out; ``--recompute`` rebuilds every case's inputs from its seed and evaluates it
+again at 50 digits (needs mpmath; a few seconds), which reproduces the shipped numbers bit for
+bit on any machine. :func:`load` reads a written set.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
+from fractions import Fraction
 from importlib import resources
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-__all__ = ["FORMAT", "VERSION", "CASES", "GoldenCase", "case_inputs", "compute", "load", "write",
+__all__ = ["FORMAT", "VERSION", "CASES", "GoldenCase", "Stream", "case_inputs", "compute", "load", "write",
            "shipped_directory"]
 
 FORMAT = "probcon-ref golden vectors"
@@ -44,17 +47,89 @@ class CaseSpec:
     loss: str  # "pcl" or "ntxent"
     description: str
     regimes: tuple[str, ...]
-    build: Callable[[np.random.Generator], dict]
+    build: Callable[["Stream"], dict]
     seed: int
 
 
-def _directions(rng, n, d):
-    return rng.standard_normal((n, d))
+# ---------------------------------------------------------------------------------------
+# Inputs that are the same float64 on every machine
+# ---------------------------------------------------------------------------------------
+#
+# A case's inputs are rebuilt from its seed, so they must not depend on the CPU, the C
+# library or the NumPy version. They are therefore made from integers only: SplitMix64
+# draws (64-bit integer arithmetic), sums of those, and integer rounding. An integer becomes
+# a float64 once, as the exact rational k * scale rounded by Python's correctly rounded
+# integer division (`fractions.Fraction` to float); most scales are powers of two, where that
+# is exact. Constants are decimal literals, which Python's parser rounds correctly. No
+# transcendental function (whose last bit differs between libm and NumPy's SIMD kernels, the
+# reason np.logspace gave 1e-05 on one CPU and 9.999999999999999e-06 on another), no
+# Gaussian sampler (its tails call exp and log) and no float product that a compiler could
+# fuse into an FMA takes part.
+
+_MASK64 = (1 << 64) - 1
 
 
-def _noisy_pair(rng, n, d, noise=0.5):
-    z1 = _directions(rng, n, d)
-    return z1, z1 + noise * rng.standard_normal((n, d))
+class Stream:
+    """SplitMix64 (Steele, Lea and Flood, 2014): integer draws identical on every platform.
+
+    Each case has its own stream, seeded with the case's ``seed``; ``integers`` maps a 64-bit
+    draw ``x`` to ``low + (x * (high - low + 1) >> 64)`` (inclusive bounds).
+    """
+
+    def __init__(self, seed: int):
+        self._state = int(seed) & _MASK64
+
+    def next_u64(self) -> int:
+        self._state = (self._state + 0x9E3779B97F4A7C15) & _MASK64
+        z = self._state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+        return z ^ (z >> 31)
+
+    def integers(self, low: int, high: int, shape=()) -> np.ndarray:
+        """Integers in ``[low, high]``, an int64 array of ``shape``."""
+        span = high - low + 1
+        count = math.prod(shape)
+        return np.array([low + ((self.next_u64() * span) >> 64) for _ in range(count)],
+                        dtype=np.int64).reshape(shape)
+
+    def bell(self, half_width: int, shape=()) -> np.ndarray:
+        """Roughly Gaussian integers of standard deviation about ``half_width``: the sum of
+        three uniform integers in ``[-half_width, half_width]`` (variance ``h (h + 1)``)."""
+        return sum(self.integers(-half_width, half_width, shape) for _ in range(3))
+
+
+def _float(k, scale=Fraction(1)) -> np.ndarray:
+    """The float64 nearest to each ``k * scale`` (an exact rational), rounded once."""
+    k = np.asarray(k, dtype=np.int64)
+    values = [float(Fraction(int(v)) * scale) for v in k.ravel()]
+    return np.array(values, dtype=np.float64).reshape(k.shape)
+
+
+_UNIT = 1024  # embedding entries are multiples of 1/1024 (times 10**p for the norm cases)
+
+
+def _pair_counts(s: Stream, n: int, d: int, noise_den: int = 2):
+    """Integer views ``(k1, k2, scale)``: ``z1 = k1 * scale`` has entries of standard
+    deviation about 1 and ``z2 = z1 + noise`` with noise of standard deviation 1/noise_den."""
+    k1 = s.bell(_UNIT, (n, d)) * noise_den
+    k2 = k1 + s.bell(_UNIT, (n, d))
+    return k1, k2, Fraction(1, _UNIT * noise_den)
+
+
+def _directions(s: Stream, n: int, d: int) -> np.ndarray:
+    return _float(s.bell(_UNIT, (n, d)), Fraction(1, _UNIT))
+
+
+def _noisy_pair(s: Stream, n: int, d: int, noise_den: int = 2):
+    k1, k2, scale = _pair_counts(s, n, d, noise_den)
+    return _float(k1, scale), _float(k2, scale)
+
+
+def _kappas(s: Stream, n: int) -> np.ndarray:
+    """Moderate concentrations m * 2**e, m in 16..31, e in -5..0: from 0.5 to 31."""
+    m, e = s.integers(16, 31, (n,)), s.integers(-5, 0, (n,))
+    return np.array([float(Fraction(int(a)) * Fraction(2) ** int(b)) for a, b in zip(m, e)])
 
 
 def _pcl(z1, z2, k1, k2):
@@ -67,109 +142,120 @@ def _nt(z1, z2, tau):
             "temperature": np.asarray(tau, np.float64)}
 
 
-def _random_pcl(n, d, mean=1.5, sigma=1.0):
-    def build(rng):
-        z1, z2 = _noisy_pair(rng, n, d)
-        return _pcl(z1, z2, rng.lognormal(mean, sigma, n), rng.lognormal(mean, sigma, n))
+def _random_pcl(n, d):
+    def build(s):
+        z1, z2 = _noisy_pair(s, n, d)
+        return _pcl(z1, z2, _kappas(s, n), _kappas(s, n))
     return build
 
 
-def _large_d(rng):
+def _large_d(s):
     # Entries are multiples of 1/16 so the inputs stay short in JSON; the outputs are not.
-    # Views share a tenth of their direction, so with kappa 30 to 300 no candidate dominates.
+    # z2 takes a tenth of z1 (rounded to a sixteenth in integer arithmetic), so with kappa
+    # 30 to 300 no candidate dominates.
     n, d = 2, 4096
-    z1 = np.round(16 * rng.standard_normal((n, d))) / 16
-    z2 = np.round(16 * (0.1 * z1 + rng.standard_normal((n, d)))) / 16
-    return _pcl(z1, z2, [30.0, 150.0], [80.0, 300.0])
+    k1 = s.bell(16, (n, d))
+    k2 = s.bell(16, (n, d)) + (k1 + 5) // 10
+    return _pcl(_float(k1, Fraction(1, 16)), _float(k2, Fraction(1, 16)), [30.0, 150.0], [80.0, 300.0])
 
 
-def _order63_tiny_kappa(rng):
-    z1, z2 = _noisy_pair(rng, 3, 128)
-    return _pcl(z1, z2, np.logspace(-6, -4, 3), np.logspace(-5, -3.5, 3))
+def _order63_tiny_kappa(s):
+    z1, z2 = _noisy_pair(s, 3, 128)
+    return _pcl(z1, z2, [1e-6, 1e-5, 1e-4], [1e-5, 5.6e-5, 3e-4])
 
 
-def _kappa_zero(rng):
-    z1, z2 = _noisy_pair(rng, 3, 16)
+def _kappa_zero(s):
+    z1, z2 = _noisy_pair(s, 3, 16)
     return _pcl(z1, z2, [0.0, 0.0, 3.0], [0.0, 1e-300, 5.0])
 
 
-def _kappa_zero_d2(rng):
-    z1, z2 = _noisy_pair(rng, 3, 2)
+def _kappa_zero_d2(s):
+    z1, z2 = _noisy_pair(s, 3, 2)
     return _pcl(z1, z2, [0.0, 0.5, 0.0], [2.0, 0.0, 1e-8])
 
 
-def _huge_kappa(rng):
-    z1, z2 = _noisy_pair(rng, 3, 64, noise=0.05)
+def _huge_kappa(s):
+    z1, z2 = _noisy_pair(s, 3, 64, noise_den=16)
     return _pcl(z1, z2, [1e4, 2e5, 1e6], [5e4, 1e6, 3e5])
 
 
-def _identical(rng):
-    z1 = _directions(rng, 4, 16)
-    return _pcl(z1, z1.copy(), rng.uniform(5, 50, 4), rng.uniform(5, 50, 4))
+def _identical(s):
+    z1 = _directions(s, 4, 16)
+    return _pcl(z1, z1.copy(), _float(s.integers(20, 200, (4,)), Fraction(1, 4)),
+                _float(s.integers(20, 200, (4,)), Fraction(1, 4)))
 
 
-def _confident(rng):
-    # identical views, large kappa: per-anchor losses from 1e-94 to 1e-45
-    z1 = _directions(rng, 3, 32)
+def _confident(s):
+    # identical views, large kappa: per-anchor losses from 1e-97 to 1e-46
+    z1 = _directions(s, 3, 32)
     return _pcl(z1, z1.copy(), [100.0, 250.0, 400.0], [150.0, 700.0, 900.0])
 
 
-def _underflow(rng):
+def _underflow(s):
     # identical views, d = 256, kappa 500 to 3000: per-anchor losses near and below the
     # smallest normal float64 (2.2e-308)
-    z1 = _directions(rng, 3, 256)
+    z1 = _directions(s, 3, 256)
     return _pcl(z1, z1.copy(), [500.0, 1000.0, 2000.0], [750.0, 1500.0, 3000.0])
 
 
-def _antipodal(rng):
-    z1 = _directions(rng, 4, 8)
-    return _pcl(z1, -z1, rng.uniform(0.5, 20, 4), rng.uniform(0.5, 20, 4))
+def _antipodal(s):
+    z1 = _directions(s, 4, 8)
+    return _pcl(z1, -z1, _float(s.integers(4, 160, (4,)), Fraction(1, 8)),
+                _float(s.integers(4, 160, (4,)), Fraction(1, 8)))
 
 
-def _scaled(scale_of_row):
-    def build(rng):
+def _rows_times_ten_to(k, scale, powers):
+    """Row i of ``k * scale`` times ``10**powers[i]``, each entry rounded once."""
+    return np.stack([_float(row, scale * Fraction(10) ** int(p)) for row, p in zip(k, powers)])
+
+
+def _scaled(powers_of_rows):
+    """Random pairs whose rows are scaled by 10**p (norms about 3 * 10**p)."""
+    def build(s):
         n, d = 4, 8
-        z1, z2 = _noisy_pair(rng, n, d)
-        s1, s2 = scale_of_row(rng, n)
-        return _pcl(z1 * s1[:, None], z2 * s2[:, None], rng.lognormal(1.5, 1, n), rng.lognormal(1.5, 1, n))
+        k1, k2, scale = _pair_counts(s, n, d)
+        p1, p2 = powers_of_rows(s, n)
+        return _pcl(_rows_times_ten_to(k1, scale, p1), _rows_times_ten_to(k2, scale, p2),
+                    _kappas(s, n), _kappas(s, n))
     return build
 
 
-def _n1(rng):
-    z1, z2 = _noisy_pair(rng, 1, 5)
+def _n1(s):
+    z1, z2 = _noisy_pair(s, 1, 5)
     return _pcl(z1, z2, [3.0], [0.5])
 
 
-def _ntxent_limit(rng):
-    z1, z2 = _noisy_pair(rng, 4, 8)
+def _ntxent_limit(s):
+    z1, z2 = _noisy_pair(s, 4, 8)
     return _pcl(z1, z2, np.full(4, 2.0), np.full(4, 2.0))
 
 
-def _nt_random(n, d, tau, noise=0.5):
-    def build(rng):
-        z1, z2 = _noisy_pair(rng, n, d, noise)
+def _nt_random(n, d, tau, noise_den=2):
+    def build(s):
+        z1, z2 = _noisy_pair(s, n, d, noise_den)
         return _nt(z1, z2, tau)
     return build
 
 
-def _nt_identical(rng):
-    z1 = _directions(rng, 3, 8)
+def _nt_identical(s):
+    z1 = _directions(s, 3, 8)
     return _nt(z1, z1.copy(), 0.02)
 
 
-def _nt_antipodal(rng):
-    z1 = _directions(rng, 3, 4)
+def _nt_antipodal(s):
+    z1 = _directions(s, 3, 4)
     return _nt(z1, -z1, 1.0)
 
 
-def _nt_norms(rng):
-    z1, z2 = _noisy_pair(rng, 3, 6)
-    return _nt(z1 * np.array([[1e-6], [1.0], [1e6]]), z2 * np.array([[1e6], [1e-6], [1.0]]), 0.3)
+def _nt_norms(s):
+    k1, k2, scale = _pair_counts(s, 3, 6)
+    return _nt(_rows_times_ten_to(k1, scale, [-6, 0, 6]), _rows_times_ten_to(k2, scale, [6, -6, 0]), 0.3)
 
 
-_TINY = (lambda rng, n: (np.full(n, 1e-6), np.full(n, 1e-6)))
-_HUGE = (lambda rng, n: (np.full(n, 1e6), np.full(n, 1e6)))
-_MIXED = (lambda rng, n: (10.0 ** rng.uniform(-6, 6, n), 10.0 ** rng.uniform(-6, 6, n)))
+_TINY = (lambda s, n: ([-6] * n, [-6] * n))
+_HUGE = (lambda s, n: ([6] * n, [6] * n))
+# each end in both views, and pairs whose views differ in norm by 1e12
+_MIXED = (lambda s, n: ([-6, 6, 0, -3][:n], [6, -6, 3, 0][:n]))
 
 CASES: tuple[CaseSpec, ...] = (
     CaseSpec("pcl-basic", "pcl", "random batch, moderate kappa", ("random",), _random_pcl(4, 8), 1),
@@ -183,7 +269,7 @@ CASES: tuple[CaseSpec, ...] = (
     CaseSpec("pcl-kappa-zero-d2", "pcl", "kappa = 0 with d = 2 (order 0)", ("kappa-zero", "d2"), _kappa_zero_d2, 8),
     CaseSpec("pcl-huge-kappa", "pcl", "kappa 1e4 to 1e6, close views", ("huge-kappa",), _huge_kappa, 9),
     CaseSpec("pcl-identical", "pcl", "identical views (cosine of every positive is 1)", ("identical",), _identical, 10),
-    CaseSpec("pcl-confident", "pcl", "identical views and large kappa: losses from 1e-94 to 1e-45",
+    CaseSpec("pcl-confident", "pcl", "identical views and large kappa: losses from 1e-97 to 1e-46",
              ("identical", "tiny-loss"), _confident, 11),
     CaseSpec("pcl-underflow", "pcl", "identical views, d = 256, kappa 500 to 3000: losses at float64 underflow",
              ("identical", "tiny-loss", "large-order"), _underflow, 18),
@@ -195,7 +281,7 @@ CASES: tuple[CaseSpec, ...] = (
     CaseSpec("pcl-ntxent-limit", "pcl", "kappa = 2 everywhere: equals ntxent with temperature 0.5",
              ("equal-kappa",), _ntxent_limit, 17),
     CaseSpec("ntxent-basic", "ntxent", "random batch, temperature 0.5", ("random",), _nt_random(4, 8, 0.5), 101),
-    CaseSpec("ntxent-small-tau", "ntxent", "temperature 0.05", ("small-tau",), _nt_random(4, 16, 0.05, 0.2), 102),
+    CaseSpec("ntxent-small-tau", "ntxent", "temperature 0.05", ("small-tau",), _nt_random(4, 16, 0.05, noise_den=4), 102),
     CaseSpec("ntxent-identical", "ntxent", "identical views, temperature 0.02: tiny losses",
              ("identical", "tiny-loss"), _nt_identical, 103),
     CaseSpec("ntxent-d2", "ntxent", "d = 2, temperature 0.2", ("d2",), _nt_random(4, 2, 0.2), 104),
@@ -218,7 +304,7 @@ def _spec(name: str) -> CaseSpec:
 def case_inputs(name: str) -> dict:
     """The inputs of case ``name``, rebuilt from its seed (float64 NumPy arrays)."""
     spec = _spec(name)
-    return spec.build(np.random.default_rng(spec.seed))
+    return spec.build(Stream(spec.seed))
 
 
 def compute(name: str, inputs: dict | None = None) -> dict:
