@@ -17,6 +17,7 @@ import importlib.util
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from fractions import Fraction
@@ -317,3 +318,175 @@ def test_docs_page_describes_every_case_and_key():
     for key in keys:
         assert f"`{key}`" in text, key
 
+
+# ---------------------------------------------------------------------------------------
+# The loader checks every file against the manifest (corrupted copies of the shipped set)
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def golden_copy(tmp_path):
+    """A copy of the shipped set, and helpers to corrupt it."""
+    root = tmp_path / "golden"
+    shutil.copytree(str(vectors.shipped_directory()), root)
+    return root
+
+
+def _arrays(path):
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def _rewrite_npz(path, **changes):
+    arrays = {**_arrays(path), **changes}
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+
+
+def _edit_manifest(root, edit):
+    path = root / "manifest.json"
+    doc = json.loads(path.read_text())
+    edit(doc)
+    path.write_text(json.dumps(doc))
+
+
+def _refused(root, *fragments):
+    with pytest.raises(vectors.GoldenVectorError) as info:
+        vectors.load(root)
+    message = str(info.value)
+    assert isinstance(info.value, ValueError)
+    for fragment in fragments:
+        assert fragment in message, message
+    return info.value
+
+
+def test_loader_accepts_the_intact_copy(golden_copy):
+    loaded = vectors.load(golden_copy)
+    assert list(loaded) == list(SHIPPED)
+    case = loaded["pcl-basic"]
+    assert all(v.dtype == np.float64 for v in {**case.inputs, **case.outputs}.values())
+
+
+def test_loader_refuses_a_shape_that_disagrees_with_the_manifest(golden_copy):
+    path = golden_copy / "pcl-basic.npz"
+    _rewrite_npz(path, z1=_arrays(path)["z1"][:3])
+    err = _refused(golden_copy, str(path), "z1 has shape (3, 8)", "(4, 8)")
+    assert err.path == str(path)
+    # the other way round: the manifest's d no longer matches the arrays
+    shutil.copy(vectors.shipped_directory() / "pcl-basic.npz", path)
+    _edit_manifest(golden_copy, lambda doc: doc["cases"][0].update(d=9))
+    _refused(golden_copy, str(path), "z1 has shape (4, 8)", "d=9")
+
+
+def test_loader_refuses_a_missing_output(golden_copy):
+    path = golden_copy / "pcl-huge-kappa.npz"
+    _rewrite_npz(path, grad_kappa2=None)
+    _refused(golden_copy, str(path), "missing array grad_kappa2")
+
+
+def test_loader_refuses_a_missing_input(golden_copy):
+    path = golden_copy / "ntxent-basic.npz"
+    _rewrite_npz(path, temperature=None)
+    _refused(golden_copy, str(path), "missing array temperature")
+
+
+def test_loader_refuses_an_unexpected_array(golden_copy):
+    path = golden_copy / "ntxent-basic.npz"  # a PCL output in an NT-Xent case
+    _rewrite_npz(path, grad_kappa1=np.zeros(4))
+    _refused(golden_copy, str(path), "unexpected arrays grad_kappa1")
+
+
+def test_loader_refuses_a_nan_loss(golden_copy):
+    path = golden_copy / "pcl-d3.npz"
+    _rewrite_npz(path, loss=np.float64("nan"))
+    _refused(golden_copy, str(path), "loss holds 1 non-finite value")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.complex128, np.int64, np.dtype(">f8")],
+                         ids=["float32", "complex128", "int64", "big-endian-float64"])
+def test_loader_refuses_outputs_not_stored_as_float64(golden_copy, dtype):
+    path = golden_copy / "pcl-identical.npz"
+    _rewrite_npz(path, grad_z1=_arrays(path)["grad_z1"].astype(dtype))
+    _refused(golden_copy, str(path), f"grad_z1 is stored as {np.dtype(dtype)}", "float64")
+
+
+def test_loader_refuses_duplicate_case_names(golden_copy):
+    _edit_manifest(golden_copy, lambda doc: doc["cases"].append(dict(doc["cases"][0])))
+    _refused(golden_copy, str(golden_copy / "manifest.json"), "duplicate case name 'pcl-basic'")
+
+
+@pytest.mark.parametrize("where", ["../outside.npz", "sub/../../outside.npz", "ABSOLUTE", "C:\\golden\\x.npz",
+                                   "..\\outside.npz"])
+def test_loader_refuses_paths_outside_the_directory(golden_copy, where):
+    outside = golden_copy.parent / "outside.npz"
+    shutil.copy(golden_copy / "pcl-basic.npz", outside)  # a valid file, so only the path is wrong
+    rel = str(outside) if where == "ABSOLUTE" else where
+    _edit_manifest(golden_copy, lambda doc: doc["cases"][0].update(npz=rel))
+    _refused(golden_copy, str(golden_copy / "manifest.json"), "case 0 ('pcl-basic')", repr(rel),
+             "not a path inside the directory")
+
+
+def test_loader_refuses_a_link_that_leads_outside(golden_copy):
+    outside = golden_copy.parent / "outside.npz"
+    shutil.copy(golden_copy / "pcl-basic.npz", outside)
+    (golden_copy / "pcl-basic.npz").unlink()
+    try:
+        (golden_copy / "pcl-basic.npz").symlink_to(outside)
+    except OSError:
+        pytest.skip("cannot make a symbolic link here")
+    _refused(golden_copy, str(golden_copy / "manifest.json"), "leads outside the directory")
+
+
+def test_loader_refuses_an_unknown_loss(golden_copy):
+    _edit_manifest(golden_copy, lambda doc: doc["cases"][3].update(loss="infonce"))
+    _refused(golden_copy, str(golden_copy / "manifest.json"), "unknown loss 'infonce'")
+
+
+@pytest.mark.parametrize("keep", [0, 100, 0.5], ids=["empty", "first-100-bytes", "half"])
+def test_loader_names_a_truncated_or_empty_npz(golden_copy, keep):
+    path = golden_copy / "pcl-large-d.npz"
+    data = path.read_bytes()
+    path.write_bytes(data[: int(keep * len(data)) if isinstance(keep, float) else keep])
+    _refused(golden_copy, str(path), "cannot be read as a NumPy .npz archive")
+
+
+def test_loader_names_a_truncated_manifest(golden_copy):
+    path = golden_copy / "manifest.json"
+    text = path.read_text()
+    path.write_text(text[: len(text) // 2])
+    _refused(golden_copy, str(path), "is not valid JSON")
+
+
+def test_loader_names_a_missing_manifest(tmp_path):
+    _refused(tmp_path, str(tmp_path / "manifest.json"), "cannot be read")
+
+
+def test_loader_names_a_missing_case_file_and_unknown_names(golden_copy):
+    with pytest.raises(vectors.GoldenVectorError, match="no case named 'no-such-case'"):
+        vectors.load(golden_copy, names=["pcl-basic", "no-such-case"])
+    (golden_copy / "pcl-n1.npz").unlink()
+    (golden_copy / "pcl-n1.json").unlink()
+    _refused(golden_copy, str(golden_copy / "pcl-n1.npz"), "is missing")
+
+
+def test_loader_reads_json_where_there_is_no_npz(golden_copy, tmp_path):
+    for path in golden_copy.glob("*.npz"):
+        path.unlink()
+    loaded = vectors.load(golden_copy)
+    assert list(loaded) == list(SHIPPED)
+    for name, case in loaded.items():
+        for key, value in {**SHIPPED[name].inputs, **SHIPPED[name].outputs}.items():
+            # exact: the JSON numbers are the shortest repr of the same float64
+            assert {**case.inputs, **case.outputs}[key].tobytes() == value.tobytes(), (name, key)
+    # and a set written with --format json loads
+    assert main(["vectors", str(tmp_path / "json"), "--format", "json"]) == 0
+    assert list(vectors.load(tmp_path / "json")) == list(SHIPPED)
+    # the JSON file is checked as strictly as the .npz
+    path = golden_copy / "ntxent-d2.json"
+    doc = json.loads(path.read_text())
+    doc["outputs"]["loss"] = float("nan")
+    path.write_text(json.dumps(doc))
+    _refused(golden_copy, str(path), "loss holds 1 non-finite value")
+    doc["outputs"]["loss"] = 1.0
+    doc["n"] = 5
+    path.write_text(json.dumps(doc))
+    _refused(golden_copy, str(path), "n is 5, the manifest says 4")
