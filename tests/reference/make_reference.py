@@ -2,8 +2,12 @@
 
 Run from anywhere:  python tests/reference/make_reference.py [--jobs J]
 All values come from tests/reference/mp_reference.py (mpmath, mp.dps = 50), rounded to
-float64 at the end. Inputs are drawn from fixed seeds, so the output is deterministic
-(byte-identical npz files on rerun). It runs mp_reference.self_check() first and
+float64 at the end. Inputs are drawn from fixed seeds, so a rerun on the same machine with
+the same NumPy writes the same numbers. On another CPU or NumPy version the inputs may differ
+in their last bits (NumPy's Gaussian sampler, np.logspace, 10.0 ** x and np.linalg.norm use
+libm or SIMD kernels that round differently), and the outputs follow them. That is harmless:
+the files store the inputs beside the outputs, and the tests read both and never rebuild the
+inputs, so the committed data hold on every machine. It runs mp_reference.self_check() first and
 cross-checks every special-function point against a route that avoids mpmath.besseli
 where one exists; about 30-60 s on 2 cores.
 
