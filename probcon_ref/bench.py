@@ -124,8 +124,14 @@ def _inputs(n2: int, d: int, dtype: str, seed: int = 0):
     return [a.astype(dtype) for a in (z1, z2, k1, k2)]
 
 
+CASES = ("numpy-pcl", "numpy-ntxent", "torch-pcl", "torch-ntxent",
+         "integration-pcl", "integration-ntxent", "autograd-ntxent", "naive-pcl")
+
+
 def _make_case(case: str, n2: int, d: int, dtype: str, block_size=None):
     """A zero-argument callable running one case; inputs are created once, outside it."""
+    if case not in CASES:  # before any import: an unknown name is a usage error, not a missing PyTorch
+        raise ValueError(f"unknown benchmark case {case!r} (known: {', '.join(CASES)})")
     z1, z2, k1, k2 = _inputs(n2, d, dtype)
     if case == "numpy-pcl":
         return lambda: pcl_loss_and_grad(z1, z2, k1, k2, block_size=block_size)
