@@ -8,9 +8,12 @@ device: constants are created with the dtype and on the device of the array they
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 from typing import Any
 
 import array_api_compat
+import numpy as np
 
 __all__ = [
     "namespace_of",
@@ -22,6 +25,8 @@ __all__ = [
     "check_finite",
     "check_nonnegative",
     "check_positive_scalar",
+    "real_scalar",
+    "integer_scalar",
     "float_array",
 ]
 
@@ -34,6 +39,7 @@ def namespace_of(**arrays: Any):
     """
     present = {name: a for name, a in arrays.items() if a is not None}
     for name, a in present.items():
+        _reject_masked(a, name)
         if not array_api_compat.is_array_api_obj(a):
             raise TypeError(
                 f"{name} must be an array (NumPy, PyTorch, CuPy or another array-API "
@@ -112,11 +118,45 @@ def check_nonnegative(xp, a, name: str) -> None:
         raise ValueError(f"{name} must be non-negative; it contains a negative value or NaN")
 
 
+def _reject_masked(a, name: str) -> None:
+    """``TypeError`` for a NumPy masked array: its mask would be silently ignored."""
+    if isinstance(a, np.ma.MaskedArray):
+        raise TypeError(f"{name} is a masked array, which is not supported: its mask would be ignored; "
+                        f"pass {name}.filled(value) or the rows you want")
+
+
+def real_scalar(value, name: str) -> float:
+    """A real number as a Python float: a Python or NumPy number, or a 0-d real array.
+
+    Booleans, complex numbers and arrays with more than one element are a ``TypeError``
+    naming ``name``. Reading a 0-d array on an accelerator is one host synchronisation.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a real number, got bool")
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if array_api_compat.is_array_api_obj(value) and getattr(value, "ndim", None) == 0:
+        _reject_masked(value, name)
+        xp = array_api_compat.array_namespace(value)
+        if xp.isdtype(value.dtype, ("real floating", "integral")):
+            return float(value)
+    raise TypeError(f"{name} must be a real number (a Python or NumPy number, or a 0-d real array), "
+                    f"got {type(value).__name__}")
+
+
+def integer_scalar(value, name: str) -> int:
+    """An integer of any integer type (``operator.index``) as a Python int; bool is a ``TypeError``."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an integer, got bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
+
+
 def check_positive_scalar(value, name: str) -> float:
-    """A finite positive Python float, else ``ValueError``/``TypeError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real Python number, got {type(value).__name__}")
-    value = float(value)
+    """A finite positive number (see :func:`real_scalar`), else ``ValueError``/``TypeError`` naming ``name``."""
+    value = real_scalar(value, name)
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
     return value
@@ -124,12 +164,11 @@ def check_positive_scalar(value, name: str) -> float:
 
 def float_array(x, name: str):
     """Accept an array, or a Python number/sequence (then as a float64 NumPy array)."""
+    _reject_masked(x, name)
     if array_api_compat.is_array_api_obj(x):
         return x
     if isinstance(x, bool):
         raise TypeError(f"{name} must be a real floating array or number, got bool")
     if isinstance(x, (int, float, list, tuple)):
-        import numpy as np
-
         return np.asarray(x, dtype=np.float64)
     raise TypeError(f"{name} must be an array or a real number, got {type(x).__name__}")

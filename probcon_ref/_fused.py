@@ -2,14 +2,14 @@
 
 The array-API reference (:class:`probcon_ref.loss.ElementwiseSteps`) spends one kernel
 launch and one temporary array per operation. On a GPU that costs time twice over: in the
-launches, for the special functions of the concentrations (at d = 256, 143 elementwise
-operations in float32 and 251 in float64, each on only 2N numbers), and in memory traffic, for the softmax over each (rows x 2N) block of logits.
+launches, for the special functions of the concentrations (at d = 256, 152 elementwise
+operations in float32 and 260 in float64, each on only 2N numbers), and in memory traffic, for the softmax over each (rows x 2N) block of logits.
 :class:`FusedSteps` does the same steps with the kernels of ``probcon_ref/cuda/fused.cu``:
 
 * the softmax of a block works in place in the block's logits: one pass for the gaps with
   the anchor and its positive excluded (no (rows x 2N) mask), a row maximum, one pass
   ``exp(delta - m)``, a row sum; the block's memory serves the logits, the gaps and ``e``;
-* ``log C_d(kappa) - log C_d(0)`` and ``A_d(kappa)``, for orders in Debye's range
+* ``log C_d(kappa) - log C_d(0)``, that plus ``kappa``, and ``A_d(kappa)``, for orders in Debye's range
   (``d/2 - 1 >= n0``: 30 in float64, 10 in float32), in one launch each; below that range
   the reference's power series and recurrence are used.
 
@@ -37,11 +37,12 @@ import numpy as np
 
 from . import _arrays, special
 from .loss import AnchorTerms, ElementwiseSteps
+from .special import NormalizerTerms
 
 __all__ = ["use_fused_kernels", "FusedSteps", "kernel_source", "kernel_signatures", "KERNELS"]
 
 #: The kernels of ``cuda/fused.cu``, in the order they are documented there.
-KERNELS = ("logit_gaps", "shifted_exp", "normalizer_shift", "bessel_ratio")
+KERNELS = ("logit_gaps", "shifted_exp", "normalizer_terms", "bessel_ratio")
 
 THREADS = 256
 _MAX_GRID_Y = 65535
@@ -147,33 +148,34 @@ class FusedSteps(ElementwiseSteps):
     def _coefficients(self, values, like):
         return self.xp.asarray(values, dtype=like.dtype, device=_arrays.device_of(like))
 
-    def _debye_kernel(self, name: str, d: int, kappa, tail):
-        """Launch a Debye kernel on ``kappa``: its arguments are ``(n, S(t)'s coefficients,
-        their count, *tail(coefficients))``. ``None`` below Debye's range."""
+    def _debye_kernel(self, name: str, d: int, kappa, tail, outputs: int = 1):
+        """Launch a Debye kernel on ``kappa``: its arguments are ``(kappa, *outputs, size, n,
+        S(t)'s coefficients, their count, *tail(coefficients))``; returns the ``outputs``
+        arrays (a tuple), or ``None`` below Debye's range."""
         nu = d / 2 - 1
         terms = special.debye_plan_for(nu, float(self.xp.finfo(kappa.dtype).eps))
         if terms is None:
             return None
         coef = special.debye_coefficients(nu, terms)
         size = math.prod(kappa.shape)
-        out = self.xp.empty_like(kappa)
+        out = tuple(self.xp.empty_like(kappa) for _ in range(outputs))
         blocks = max(1, min(-(-size // THREADS), 4096))
         self.launch(name, self._real(kappa), (blocks,), (THREADS,), (
-            kappa, out, np.int64(size), self._scalar(kappa, nu), self._coefficients(coef.sum, kappa),
+            kappa, *out, np.int64(size), self._scalar(kappa, nu), self._coefficients(coef.sum, kappa),
             np.int32(len(coef.sum)), *tail(coef)))
         return out
 
-    def normalizer_shift(self, d: int, kappa):
-        """One launch of ``normalizer_shift`` in Debye's range :eq:`eq-normalizer-shift`."""
-        out = self._debye_kernel("normalizer_shift", d, kappa,
-                                 lambda coef: (self._scalar(kappa, coef.log_sum_at_one),))
-        return super().normalizer_shift(d, kappa) if out is None else out
+    def normalizer_terms(self, d: int, kappa) -> NormalizerTerms:
+        """One launch of ``normalizer_terms`` in Debye's range :eq:`eq-normalizer-shift` :eq:`eq-normalizer-peak`."""
+        out = self._debye_kernel("normalizer_terms", d, kappa,
+                                 lambda coef: (self._scalar(kappa, coef.log_sum_at_one),), outputs=2)
+        return super().normalizer_terms(d, kappa) if out is None else NormalizerTerms(*out)
 
     def mean_resultant_length(self, d: int, kappa):
         """One launch of ``bessel_ratio`` in Debye's range :eq:`eq-debye-ratio`."""
         out = self._debye_kernel("bessel_ratio", d, kappa, lambda coef: (
             self._coefficients(coef.derivative, kappa), np.int32(len(coef.derivative))))
-        return super().mean_resultant_length(d, kappa) if out is None else out
+        return super().mean_resultant_length(d, kappa) if out is None else out[0]
 
     def _row_grid(self, rows: int, cols: int) -> tuple[int, int]:
         return max(1, min(-(-cols // THREADS), 1024)), min(rows, _MAX_GRID_Y)

@@ -2,17 +2,38 @@
 
 Every check raises with a message naming the argument. After :func:`pcl_batch` or
 :func:`ntxent_batch` the math code can assume: one namespace and device, a real floating
-working dtype (float32 or float64), finite values, non-zero rows, non-negative kappa.
+working dtype (float32 or float64), finite values, non-zero rows, non-negative kappa small
+enough that no logit overflows.
+
+The value rules (finite, non-zero rows, kappa's range, finite weights) are evaluated on the
+arrays' device and read back together, as one integer, in one host synchronisation; only
+when it reports a broken rule are the rules checked one by one to build the message. The
+same read tells the caller two things about the batch that decide how it is computed:
+whether the logits need the compensated matrix product (:data:`COMPENSATE_ABOVE`) and
+whether any output could leave the range of its dtype, in which case :func:`finish` checks
+the outputs before returning them.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from . import _arrays
 
 REDUCTIONS = ("mean", "sum", "none")
+
+#: In float64, the matrix product forms ``kappa_b c_ab`` with an absolute rounding of about
+#: ``eps kappa_b``, which is the error of every logit. Above this concentration (or
+#: ``1/temperature``) that rounding could exceed a tenth of the 1e-12 per-anchor accuracy of
+#: SPEC section 6 (``2 eps kappa <= 1e-13``), and the logits come from the compensated
+#: product instead (:func:`probcon_ref.loss.compensated_block_logits`).
+COMPENSATE_ABOVE = 1e-13 / (2 * 2.0**-52)
+
+#: The largest concentration (or ``1/temperature``) accepted, as a fraction of the working
+#: dtype's largest value: every logit, gap and shifted gap stays finite below it.
+KAPPA_RANGE = 1 / 8
 
 
 @dataclass(frozen=True)
@@ -29,6 +50,8 @@ class Batch:
     temperature: float | None
     loss_dtype: Any
     grad_dtypes: tuple
+    compensated: bool = False  # logits from the compensated product (see COMPENSATE_ABOVE)
+    check_outputs: bool = False  # an output may overflow its dtype: finish() checks them
 
 
 def _check_views(z1, z2) -> tuple[int, int]:
@@ -69,24 +92,120 @@ def _common_dtype(xp, named: dict[str, Any]):
     return promoted, _arrays.working_dtype(xp, promoted, "inputs")
 
 
-def _reduction_weights(xp, weights, reduction: str, n: int, like):
+def largest_concentration(xp, dtype) -> float:
+    """The largest kappa (or ``1/temperature``) accepted in working dtype ``dtype``."""
+    return float(xp.finfo(dtype).max) * KAPPA_RANGE
+
+
+def _check_kappa_range(xp, kappa, name: str) -> None:
+    top = largest_concentration(xp, kappa.dtype)
+    if not bool(xp.all(kappa <= top)):
+        raise ValueError(f"{name} must be at most {top:.3g} (the largest {kappa.dtype} / 8), so that the "
+                         f"logits kappa * cos stay finite; it holds {float(xp.max(kappa)):.3g}")
+
+
+def _check_temperature(xp, temperature: float, dtype) -> float:
+    low = 1 / largest_concentration(xp, dtype)
+    if temperature < low:
+        raise ValueError(f"temperature must be at least {low:.3g} in {dtype}, so that 1/temperature times "
+                         f"a cosine stays finite; got {temperature:.3g}")
+    return temperature
+
+
+class ValueRules:
+    """The value rules of one call, reduced on the device and read back once.
+
+    Each rule is a 0-d boolean array that is true when the rule holds, with the function
+    that raises its message; :meth:`read` combines them, with the batch's other device-side
+    facts, into one integer and converts it to a Python int: one host synchronisation.
+    """
+
+    def __init__(self, xp):
+        self.xp = xp
+        self.rules: list[tuple[Any, Callable[[], None]]] = []
+        self.facts: list[Any] = []
+
+    def require(self, holds, explain: Callable[[], None]) -> None:
+        self.rules.append((holds, explain))
+
+    def fact(self, value) -> int:
+        """Add a 0-d boolean to be read with the rules; returns its index in :meth:`read`."""
+        self.facts.append(value)
+        return len(self.facts) - 1
+
+    def read(self) -> list[bool]:
+        """Raise the first broken rule's error, else return the facts as Python booleans."""
+        xp = self.xp
+        flags = [~holds for holds, _ in self.rules] + list(self.facts)
+        if not flags:
+            return []
+        bits = xp.stack([xp.astype(f, xp.int64) for f in flags])
+        powers = xp.asarray([2**i for i in range(len(flags))], dtype=xp.int64, device=_arrays.device_of(bits))
+        code = int(xp.sum(bits * powers))  # the one host synchronisation
+        if code & ((1 << len(self.rules)) - 1):
+            for _, explain in self.rules:
+                explain()
+            raise AssertionError("a value rule failed on the device but not when checked alone")
+        return [bool(code >> (len(self.rules) + i) & 1) for i in range(len(self.facts))]
+
+
+def _view_rules(rules: ValueRules, xp, z, n: int):
+    """Finite and non-zero rows, per view; returns the smallest row magnitude (a lower bound
+    of the smallest norm) for the overflow estimate."""
+    row_max = xp.max(xp.abs(z), axis=1)
+    for name, part, rows in (("z1", z[:n, ...], row_max[:n]), ("z2", z[n:, ...], row_max[n:])):
+        rules.require(xp.all(xp.isfinite(part)), lambda p=part, m=name: _arrays.check_finite(xp, p, m))
+        rules.require(xp.all(rows > 0), lambda p=part, m=name: _check_nonzero_rows(xp, p, m))
+    return xp.min(row_max)
+
+
+def _kappa_rules(rules: ValueRules, xp, kappa, n: int) -> None:
+    top = _arrays.const(xp, largest_concentration(xp, kappa.dtype), kappa)
+    for name, part in (("kappa1", kappa[:n]), ("kappa2", kappa[n:])):
+        rules.require(xp.all(xp.isfinite(part)), lambda p=part, m=name: _arrays.check_finite(xp, p, m))
+        rules.require(xp.all(part >= 0), lambda p=part, m=name: _arrays.check_nonnegative(xp, p, m))
+        rules.require(xp.all(part <= top), lambda p=part, m=name: _check_kappa_range(xp, p, m))
+
+
+def _reduction_weights(xp, rules: ValueRules, weights, reduction: str, n: int, like):
     if weights is None:
         value = 1.0 / (2 * n) if reduction == "mean" else 1.0
         return xp.full((2 * n,), value, dtype=like.dtype, device=_arrays.device_of(like))
     if tuple(weights.shape) != (2 * n,):
         raise ValueError(f"weights must have shape (2N,) = ({2 * n},), got {tuple(weights.shape)}")
     w = _arrays.to_working(xp, weights, like.dtype)
-    _arrays.check_finite(xp, w, "weights")
+    rules.require(xp.all(xp.isfinite(w)), lambda: _arrays.check_finite(xp, w, "weights"))
     return w
 
 
-def _validated_views(xp, z1, z2, dtype):
-    z = xp.concat([_arrays.to_working(xp, z1, dtype), _arrays.to_working(xp, z2, dtype)], axis=0)
-    n = z1.shape[0]
-    for name, part in (("z1", z[:n, ...]), ("z2", z[n:, ...])):
-        _arrays.check_finite(xp, part, name)
-        _check_nonzero_rows(xp, part, name)
-    return z
+def _may_overflow(xp, rules: ValueRules, largest_scale, smallest_row, weights, n: int, d: int,
+                  out_dtypes) -> int:
+    """Register the fact "an output might not fit its dtype", from bounds of the outputs.
+
+    With ``W_ab = w_a (P_ab - Y_ab)``: ``sum_b |W_ab| <= 2 |w_a|``, so ``|dL/dz_a|`` is at most
+    ``2 k (max|w| + sum|w|) / ||z_a|| <= 4 k max(max|w|, sum|w|) / min_a max_i |z_ai|`` and
+    ``|dL/dkappa_b| <= 4 sum|w|``; a per-anchor loss is at most ``4 k + d (1 + log1p k) + log 2N``
+    (``k`` the largest concentration). The bounds are loose on purpose and compared in log
+    space, where they cannot overflow: when one exceeds a quarter of the smallest output
+    dtype's range, the outputs themselves are checked after the computation. ``NaN`` in a
+    bound counts as "may".
+    """
+    floor = _arrays.const(xp, float(xp.finfo(weights.dtype).smallest_normal), weights)
+
+    def log(x):  # of a non-negative bound, floored so that 0 warns nowhere
+        return xp.log(xp.maximum(x, floor))
+
+    w_abs = xp.abs(weights)
+    log_w_sum, log_w_max = log(xp.sum(w_abs)), log(xp.max(w_abs))
+    log_scale = log(largest_scale)
+    per_anchor = 4 * largest_scale + d * (1 + xp.log1p(largest_scale)) + math.log(2 * n)
+    log_bound = xp.max(xp.stack([
+        math.log(4) + log_scale + xp.maximum(log_w_max, log_w_sum) - log(smallest_row),  # dL/dz
+        math.log(4) + log_w_sum,  # dL/dkappa
+        log_w_sum + log(per_anchor),  # the loss
+    ]))
+    limit = math.log(min(float(xp.finfo(dt).max) for dt in out_dtypes) / 4)
+    return rules.fact(~(log_bound <= limit))
 
 
 def pcl_batch(z1, z2, kappa1, kappa2, reduction, weights, *, allow_none: bool) -> Batch:
@@ -101,14 +220,19 @@ def pcl_batch(z1, z2, kappa1, kappa2, reduction, weights, *, allow_none: bool) -
     if weights is not None:
         named["weights"] = weights
     loss_dtype, dtype = _common_dtype(xp, named)
-    z = _validated_views(xp, z1, z2, dtype)
+    rules = ValueRules(xp)
+    z = xp.concat([_arrays.to_working(xp, z1, dtype), _arrays.to_working(xp, z2, dtype)], axis=0)
+    smallest_row = _view_rules(rules, xp, z, n)
     kappa = xp.concat([_arrays.to_working(xp, kappa1, dtype), _arrays.to_working(xp, kappa2, dtype)])
-    for name, part in (("kappa1", kappa[:n]), ("kappa2", kappa[n:])):
-        _arrays.check_finite(xp, part, name)
-        _arrays.check_nonnegative(xp, part, name)
-    w = _reduction_weights(xp, weights, reduction, n, z)
-    return Batch(xp, z, kappa, w, n, d, reduction, None, loss_dtype,
-                 (z1.dtype, z2.dtype, kappa1.dtype, kappa2.dtype))
+    _kappa_rules(rules, xp, kappa, n)
+    w = _reduction_weights(xp, rules, weights, reduction, n, z)
+    largest = xp.max(kappa)
+    grad_dtypes = (z1.dtype, z2.dtype, kappa1.dtype, kappa2.dtype)
+    overflow = _may_overflow(xp, rules, largest, smallest_row, w, n, d, (loss_dtype, *grad_dtypes))
+    compensate = rules.fact(largest > COMPENSATE_ABOVE) if dtype == xp.float64 else None
+    facts = rules.read()
+    return Batch(xp, z, kappa, w, n, d, reduction, None, loss_dtype, grad_dtypes,
+                 compensated=compensate is not None and facts[compensate], check_outputs=facts[overflow])
 
 
 def ntxent_batch(z1, z2, temperature, reduction, weights, *, allow_none: bool) -> Batch:
@@ -121,9 +245,18 @@ def ntxent_batch(z1, z2, temperature, reduction, weights, *, allow_none: bool) -
     if weights is not None:
         named["weights"] = weights
     loss_dtype, dtype = _common_dtype(xp, named)
-    z = _validated_views(xp, z1, z2, dtype)
-    w = _reduction_weights(xp, weights, reduction, n, z)
-    return Batch(xp, z, None, w, n, d, reduction, temperature, loss_dtype, (z1.dtype, z2.dtype))
+    _check_temperature(xp, temperature, dtype)
+    rules = ValueRules(xp)
+    z = xp.concat([_arrays.to_working(xp, z1, dtype), _arrays.to_working(xp, z2, dtype)], axis=0)
+    smallest_row = _view_rules(rules, xp, z, n)
+    w = _reduction_weights(xp, rules, weights, reduction, n, z)
+    scale = _arrays.const(xp, 1 / temperature, z)
+    grad_dtypes = (z1.dtype, z2.dtype)
+    overflow = _may_overflow(xp, rules, scale, smallest_row, w, n, d, (loss_dtype, *grad_dtypes))
+    facts = rules.read()
+    compensated = dtype == xp.float64 and 1 / temperature > COMPENSATE_ABOVE
+    return Batch(xp, z, None, w, n, d, reduction, temperature, loss_dtype, grad_dtypes,
+                 compensated=compensated, check_outputs=facts[overflow])
 
 
 def finish_loss(batch: Batch, losses):
@@ -136,3 +269,29 @@ def finish_loss(batch: Batch, losses):
 def grads_to_input_dtypes(batch: Batch, grads) -> tuple:
     """Each gradient block cast to the dtype of the input it belongs to."""
     return tuple(_arrays.to_output(batch.xp, g, dt) for g, dt in zip(grads, batch.grad_dtypes))
+
+
+GRAD_NAMES = {4: ("z1", "z2", "kappa1", "kappa2"), 2: ("z1", "z2")}
+
+
+def finish(batch: Batch, losses, grads=None):
+    """The loss (and gradients) in the caller's dtypes, checked when they may have overflowed.
+
+    Only a batch whose bounds allow an output beyond its dtype's range is checked (a second
+    host synchronisation, for such batches alone); a non-finite output is an
+    ``OverflowError`` that names it, never a silent inf.
+    """
+    loss = finish_loss(batch, losses)
+    out = None if grads is None else grads_to_input_dtypes(batch, grads)
+    if batch.check_outputs:
+        xp = batch.xp
+        named = [("the loss", loss)]
+        if out is not None:
+            named += [(f"the gradient with respect to {name}", g) for name, g in zip(GRAD_NAMES[len(out)], out)]
+        finite = xp.stack([xp.all(xp.isfinite(a)) for _, a in named])
+        if not bool(xp.all(finite)):
+            for (what, a), ok in zip(named, finite):
+                if not bool(ok):
+                    raise OverflowError(f"{what} is not representable in {a.dtype}: its magnitude exceeds "
+                                        f"the largest {a.dtype} ({float(xp.finfo(a.dtype).max):.5g})")
+    return loss if grads is None else (loss, out)

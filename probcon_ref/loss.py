@@ -13,7 +13,7 @@ import math
 from typing import NamedTuple
 
 from . import _arrays, _inputs
-from .special import log_vmf_normalizer_shift_working, mean_resultant_length_working
+from .special import NormalizerTerms, log_vmf_normalizer_terms_working, mean_resultant_length_working
 
 __all__ = [
     "PCLGrads",
@@ -47,27 +47,32 @@ class NTXentGrads(NamedTuple):
 
 
 class Concentrations(NamedTuple):
-    """Per-candidate scale and bias of the logits ``F_ab = bias_b + scale_b c_ab``.
+    """Per-candidate terms of the logits ``F_ab = shift_b + scale_b c_ab = peak_b - scale_b (1 - c_ab)``.
 
-    PCL: ``scale_b = kappa_b``, ``bias_b = log C_d(kappa_b) - log C_d(0)``: a constant shared by
-    all candidates cancels in the softmax, and the shifted normaliser keeps its digits in
-    high dimension :eq:`eq-normalizer-shift`. NT-Xent: ``scale_b = 1/tau`` and no bias (equal
-    normalisers cancel), which is the PCL with every ``kappa_b = 1/tau``.
+    PCL: ``scale_b = kappa_b``, ``shift_b = log C_d(kappa_b) - log C_d(0)`` and
+    ``peak_b = shift_b + kappa_b``, the logit at cosine 1 (:class:`~probcon_ref.special.NormalizerTerms`,
+    :eq:`eq-normalizer-shift`, :eq:`eq-normalizer-peak`): a constant shared by all candidates
+    cancels in the softmax. NT-Xent: ``scale_b = 1/tau``, ``shift_b = -1/tau``, ``peak_b = 0``:
+    its logits ``c_ab / tau`` less the constant ``1/tau``, which is the PCL with every
+    ``kappa_b = 1/tau`` up to that constant. :func:`logits_from_terms` picks the form.
     """
 
     scale: object  # (2N,)
-    bias: object  # (2N,) or None
+    shift: object  # (2N,)
+    peak: object  # (2N,)
 
 
-def pcl_concentrations(xp, kappa, d: int) -> Concentrations:
-    """``scale = kappa``, ``bias = log C_d(kappa) - log C_d(0)`` for the PCL logits :eq:`eq-pcl-logits`."""
-    return Concentrations(kappa, elementwise_steps(xp).normalizer_shift(d, kappa))
+def pcl_concentrations(xp, kappa, d: int, steps) -> Concentrations:
+    """``scale = kappa`` and the normaliser's two forms, for the PCL logits :eq:`eq-pcl-logits`."""
+    terms = steps.normalizer_terms(d, kappa)
+    return Concentrations(kappa, terms.shift, terms.peak)
 
 
 def ntxent_concentrations(xp, temperature: float, like) -> Concentrations:
-    """``scale = 1/tau`` for every candidate, no bias :eq:`eq-ntxent-logits`."""
-    scale = xp.full((like.shape[0],), 1.0 / temperature, dtype=like.dtype, device=_arrays.device_of(like))
-    return Concentrations(scale, None)
+    """``scale = 1/tau``, ``shift = -1/tau``, ``peak = 0`` for every candidate :eq:`eq-ntxent-logits`."""
+    dev = _arrays.device_of(like)
+    scale = xp.full((like.shape[0],), 1.0 / temperature, dtype=like.dtype, device=dev)
+    return Concentrations(scale, -scale, xp.zeros((like.shape[0],), dtype=like.dtype, device=dev))
 
 
 # ---------------------------------------------------------------------------------------
@@ -97,29 +102,101 @@ def positive_cosines(xp, mu_rows, mu_pos):
     return xp.sum(mu_rows * mu_pos, axis=1)
 
 
-def positive_logits(xp, c_pos, conc: Concentrations, pos):
-    """``F_{a,p(a)} = bias_{p(a)} + scale_{p(a)} c_{a,p(a)}`` :eq:`eq-pcl-logits` :eq:`eq-ntxent-logits`."""
-    out = xp.take(conc.scale, pos) * c_pos
-    return out if conc.bias is None else out + xp.take(conc.bias, pos)
+def positive_distances(xp, mu_rows, mu_pos):
+    """``1 - c_{a,p(a)} = ||mu_a - mu_{p(a)}||^2 / 2``, one per anchor :eq:`eq-positive-logit`.
+
+    From the difference of the directions, not from the cosine: when the views agree the
+    cosine rounds to within ``eps`` of 1 and ``1 - c`` would keep none of its digits, while
+    the difference is exact for identical views and accurate to its own size otherwise.
+    """
+    diff = mu_rows - mu_pos
+    return 0.5 * xp.sum(diff * diff, axis=1)
+
+
+def logits_from_terms(xp, shift, peak, scale, c, h):
+    """``F = shift + scale c`` or ``F = peak - scale h`` (``h = 1 - c``), whichever rounds less :eq:`eq-positive-logit`.
+
+    The two are equal; each is a sum of two terms, and its rounding is about ``eps`` times
+    the sum of their magnitudes: ``|shift| + scale |c|`` or ``|peak| + scale h``. Identical views
+    at large ``kappa`` need the second (``peak`` is of size ``log kappa``, ``h`` is 0); nearly
+    orthogonal views in high dimension, where ``peak`` is close to ``kappa``, the first.
+    """
+    by_peak = peak - scale * h
+    by_shift = shift + scale * c
+    return xp.where(xp.abs(peak) + scale * h <= xp.abs(shift) + scale * xp.abs(c), by_peak, by_shift)
+
+
+def positive_logits(xp, c_pos, distance_pos, conc: Concentrations, pos):
+    """``F_{a,p(a)}`` from the positive's cosine and distance :eq:`eq-positive-logit`."""
+    return logits_from_terms(xp, xp.take(conc.shift, pos), xp.take(conc.peak, pos), xp.take(conc.scale, pos),
+                             c_pos, distance_pos)
 
 
 def logit_factors(xp, mu_anchors, mu, conc: Concentrations):
     """Anchor and candidate factors whose inner products are the logits :eq:`eq-pcl-logits`.
 
-    ``F_ab = (mu_a, 1) . (kappa_b mu_b, log C_d(kappa_b) - log C_d(0))`` for the PCL, and
-    ``F_ab = mu_a . (mu_b / tau)`` for NT-Xent :eq:`eq-ntxent-logits`: the vMF log-density is
-    linear in the direction, so one matrix product gives every logit :eq:`eq-cosine`.
+    ``F_ab = (mu_a, 1) . (scale_b mu_b, shift_b)``: ``kappa_b`` and ``log C_d(kappa_b) - log C_d(0)``
+    for the PCL, ``1/tau`` and ``-1/tau`` for NT-Xent :eq:`eq-ntxent-logits`. The vMF
+    log-density is linear in the direction, so one matrix product gives every logit
+    :eq:`eq-cosine`.
     """
-    scaled = conc.scale[:, None] * mu
-    if conc.bias is None:
-        return mu_anchors, scaled
     ones = xp.ones((mu_anchors.shape[0], 1), dtype=mu.dtype, device=_arrays.device_of(mu))
-    return xp.concat([mu_anchors, ones], axis=1), xp.concat([scaled, conc.bias[:, None]], axis=1)
+    return (xp.concat([mu_anchors, ones], axis=1),
+            xp.concat([conc.scale[:, None] * mu, conc.shift[:, None]], axis=1))
 
 
 def block_logits(xp, anchor_rows, candidates):
     """``F_ab`` for a block of anchors and every candidate: one matrix product :eq:`eq-pcl-logits`."""
     return anchor_rows @ xp.matrix_transpose(candidates)
+
+
+class SplitDirections(NamedTuple):
+    """Directions split as ``mu = hi + lo`` for the compensated logits :eq:`eq-compensated-logits`.
+
+    ``hi`` holds ``mu`` rounded to a multiple of ``2^-26``: every product of two such entries
+    is a multiple of ``2^-52`` below 1, and so is every partial sum of a dot product, which
+    float64 therefore holds exactly, in any order of summation. ``lo = mu - hi`` (exact, below
+    ``2^-27``). ``sq_hi = sum hi^2`` (exact) and ``sq_lo = ||mu||^2 - sq_hi = sum lo (hi + mu)``.
+    """
+
+    hi: object
+    lo: object
+    mu: object
+    sq_hi: object
+    sq_lo: object
+
+
+def split_directions(xp, mu) -> SplitDirections:
+    """:class:`SplitDirections` of the rows of ``mu`` (float64) :eq:`eq-compensated-logits`."""
+    hi = xp.round(mu * 2.0**26) / 2.0**26
+    lo = mu - hi
+    return SplitDirections(hi, lo, mu, xp.sum(hi * hi, axis=1), xp.sum(lo * (hi + mu), axis=1))
+
+
+def rows_of(split: SplitDirections, r0: int, r1: int) -> SplitDirections:
+    """The anchors ``r0 .. r1 - 1`` of a :class:`SplitDirections`."""
+    return SplitDirections(*(part[r0:r1, ...] for part in split))
+
+
+def compensated_block_logits(xp, anchors: SplitDirections, candidates: SplitDirections, conc: Concentrations):
+    """``F_ab`` from ``c_ab`` and ``h_ab = 1 - c_ab = ||mu_a - mu_b||^2 / 2``, each to its own
+    precision :eq:`eq-compensated-logits`.
+
+    The plain product rounds ``kappa_b c_ab`` to about ``eps kappa_b``, which at large ``kappa``
+    is far more than the logit of a near-duplicate candidate is worth. Here
+    ``c_ab = hi_a . hi_b + (hi_a . lo_b + lo_a . mu_b)``: the first product is exact and the
+    second small, and ``h_ab = ((|mu_a|^2 - c_ab) + (|mu_b|^2 - c_ab)) / 2`` is formed from the
+    exact parts first, so nothing of size 1 is rounded before it cancels; the logit then takes
+    the form of :func:`logits_from_terms` that rounds less. Costs two more
+    matrix products (one of inner size ``2d``); used in float64 when some concentration
+    exceeds :data:`probcon_ref._inputs.COMPENSATE_ABOVE`.
+    """
+    exact = anchors.hi @ xp.matrix_transpose(candidates.hi)
+    small = (xp.concat([anchors.hi, anchors.lo], axis=1)
+             @ xp.matrix_transpose(xp.concat([candidates.lo, candidates.mu], axis=1)))
+    h = (0.5 * ((anchors.sq_hi[:, None] - exact) + (candidates.sq_hi[None, :] - exact))
+         + (0.5 * (anchors.sq_lo[:, None] + candidates.sq_lo[None, :]) - small))
+    return logits_from_terms(xp, conc.shift[None, :], conc.peak[None, :], conc.scale[None, :], exact + small, h)
 
 
 def excluded_candidates(xp, rows: int, cols: int, self_col: int, pos_col: int, like):
@@ -190,9 +267,9 @@ class ElementwiseSteps:
     def __init__(self, xp):
         self.xp = xp
 
-    def normalizer_shift(self, d: int, kappa):
-        """``log C_d(kappa) - log C_d(0)`` :eq:`eq-normalizer-shift`."""
-        return log_vmf_normalizer_shift_working(self.xp, d, kappa)
+    def normalizer_terms(self, d: int, kappa) -> NormalizerTerms:
+        """``log C_d(kappa) - log C_d(0)`` and that plus ``kappa`` :eq:`eq-normalizer-shift` :eq:`eq-normalizer-peak`."""
+        return log_vmf_normalizer_terms_working(self.xp, d, kappa)
 
     def mean_resultant_length(self, d: int, kappa):
         """``A_d(kappa)`` :eq:`eq-mean-resultant`."""
@@ -302,12 +379,25 @@ def embedding_grad(xp, mu_grad, mu, norm):
 DEFAULT_BLOCK_ELEMENTS = 2**24
 
 
-def row_blocks(candidates: int, block_size: int | None, n: int):
-    """``(start, stop)`` of each block of the ``2n`` anchor rows; no block straddles the two views."""
+def check_block_size(block_size) -> int | None:
+    """``None`` or a positive integer of any integer type; ``TypeError``/``ValueError`` otherwise."""
     if block_size is None:
-        block_size = max(1, DEFAULT_BLOCK_ELEMENTS // candidates)
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(f"block_size must be a positive int or None, got {block_size!r}")
+        return None
+    value = _arrays.integer_scalar(block_size, "block_size")
+    if value < 1:
+        raise ValueError(f"block_size must be a positive integer or None, got {block_size!r}")
+    return value
+
+
+def row_blocks(candidates: int, block_size: int | None, n: int, matrices: int = 1):
+    """``(start, stop)`` of each block of the ``2n`` anchor rows; no block straddles the two views.
+
+    By default a block holds about :data:`DEFAULT_BLOCK_ELEMENTS` entries in each of the
+    ``matrices`` (rows x candidates) arrays that are alive at once.
+    """
+    block_size = check_block_size(block_size)
+    if block_size is None:
+        block_size = max(1, DEFAULT_BLOCK_ELEMENTS // (candidates * matrices))
     return [(r, min(r + block_size, half + n)) for half in (0, n) for r in range(half, half + n, block_size)]
 
 
@@ -319,7 +409,7 @@ class Pass(NamedTuple):
 
 
 def contrast_anchors(xp, mu_anchors, first: int, mu, conc: Concentrations, weights, *,
-                     with_grad: bool, block_size=None) -> Pass:
+                     with_grad: bool, block_size=None, compensated: bool = False) -> Pass:
     """Losses of the anchors ``mu_anchors`` against every candidate ``mu``, block by block, and
     the sums the gradient needs.
 
@@ -327,25 +417,36 @@ def contrast_anchors(xp, mu_anchors, first: int, mu, conc: Concentrations, weigh
     their ``n`` views 2, so that the positive of local anchor ``a`` is candidate
     ``first + p(a)``. The single-process loss passes the whole batch (``first = 0``); the
     distributed loss passes one process's views against the candidates of all processes.
+    ``compensated`` takes the logits from :func:`compensated_block_logits` (float64 only).
     """
     n = mu_anchors.shape[0] // 2
     local = xp.arange(2 * n, device=_arrays.device_of(mu))
     pos = first + positive_index(xp, n, local)
-    c_pos = positive_cosines(xp, mu_anchors, xp.take(mu, pos, axis=0))
-    pos_logit = positive_logits(xp, c_pos, conc, pos)
-    anchor_factors, candidates = logit_factors(xp, mu_anchors, mu, conc)
-    scaled_mu = candidates[:, :mu.shape[1]]
+    mu_pos = xp.take(mu, pos, axis=0)
+    c_pos = positive_cosines(xp, mu_anchors, mu_pos)
+    pos_logit = positive_logits(xp, c_pos, positive_distances(xp, mu_anchors, mu_pos), conc, pos)
+    if compensated:
+        split_anchors, split_candidates = split_directions(xp, mu_anchors), split_directions(xp, mu)
+        scaled_mu = conc.scale[:, None] * mu
+
+        def logits(r0, r1):
+            return compensated_block_logits(xp, rows_of(split_anchors, r0, r1), split_candidates, conc)
+    else:
+        anchor_factors, candidates = logit_factors(xp, mu_anchors, mu, conc)
+        scaled_mu = candidates[:, :mu.shape[1]]
+
+        def logits(r0, r1):
+            return block_logits(xp, anchor_factors[r0:r1, ...], candidates)
     steps = elementwise_steps(xp)
     losses, w_pos, row_part = [], [], []
     col_part = xp.zeros_like(mu) if with_grad else None
     col_sum = xp.zeros_like(conc.scale) if with_grad else None
-    for r0, r1 in row_blocks(mu.shape[0], block_size, n):
+    for r0, r1 in row_blocks(mu.shape[0], block_size, n, matrices=3 if compensated else 1):
         mu_rows = mu_anchors[r0:r1, ...]
         shift = n if r0 < n else -n  # positives of view-1 rows are n columns on, of view-2 rows n back
         # The logits live only as long as this call: the reference frees them once the gaps
         # exist, the fused kernels reuse their memory for the gaps and then for e.
-        gaps = steps.logit_gaps(block_logits(xp, anchor_factors[r0:r1, ...], candidates), pos_logit[r0:r1],
-                                first + r0, first + r0 + shift)
+        gaps = steps.logit_gaps(logits(r0, r1), pos_logit[r0:r1], first + r0, first + r0 + shift)
         terms = steps.anchor_terms(gaps)
         del gaps
         losses.append(per_anchor_loss(xp, terms))
@@ -364,7 +465,8 @@ def contrast_anchors(xp, mu_anchors, first: int, mu, conc: Concentrations, weigh
 def contrast(xp, batch: _inputs.Batch, conc: Concentrations, *, with_grad: bool, block_size=None):
     """Directions, norms and the :class:`Pass` of every view of the batch as an anchor."""
     mu, norm = unit_directions(xp, batch.z)
-    out = contrast_anchors(xp, mu, 0, mu, conc, batch.weights, with_grad=with_grad, block_size=block_size)
+    out = contrast_anchors(xp, mu, 0, mu, conc, batch.weights, with_grad=with_grad, block_size=block_size,
+                           compensated=batch.compensated)
     return mu, norm, out
 
 
@@ -409,10 +511,11 @@ def pcl_loss(z1, z2, kappa1, kappa2, *, reduction: str = "mean", block_size: int
     >>> bool(np.isclose(pcl_loss(z1, z2, k, k), ntxent_loss(z1, z2, temperature=0.5), rtol=1e-14))
     True
     """
+    block_size = check_block_size(block_size)
     batch = _inputs.pcl_batch(z1, z2, kappa1, kappa2, reduction, None, allow_none=True)
     xp = batch.xp
-    conc = pcl_concentrations(xp, batch.kappa, batch.d)
-    return _inputs.finish_loss(batch, contrast(xp, batch, conc, with_grad=False, block_size=block_size)[2].losses)
+    conc = pcl_concentrations(xp, batch.kappa, batch.d, elementwise_steps(xp))
+    return _inputs.finish(batch, contrast(xp, batch, conc, with_grad=False, block_size=block_size)[2].losses)
 
 
 def pcl_loss_and_grad(z1, z2, kappa1, kappa2, *, reduction: str = "mean", weights=None,
@@ -447,15 +550,16 @@ def pcl_loss_and_grad(z1, z2, kappa1, kappa2, *, reduction: str = "mean", weight
     >>> g.z1.shape, g.kappa2.shape
     ((4, 3), (4,))
     """
+    block_size = check_block_size(block_size)
     batch = _inputs.pcl_batch(z1, z2, kappa1, kappa2, reduction, weights, allow_none=False)
     xp, n = batch.xp, batch.n
-    conc = pcl_concentrations(xp, batch.kappa, batch.d)
+    conc = pcl_concentrations(xp, batch.kappa, batch.d, elementwise_steps(xp))
     mu, norm, out = contrast(xp, batch, conc, with_grad=True, block_size=block_size)
     mean_length = elementwise_steps(xp).mean_resultant_length(batch.d, batch.kappa)
     g_kappa = kappa_grad(xp, out.acc, out.w_pos, out.c_pos, mu, mean_length, n)
     g_z = embedding_grad(xp, direction_grad(xp, out.acc, out.w_pos, conc, mu, n), mu, norm)
-    grads = PCLGrads(*_inputs.grads_to_input_dtypes(batch, (*_split(g_z, n), *_split(g_kappa, n))))
-    return _inputs.finish_loss(batch, out.losses), grads
+    loss, grads = _inputs.finish(batch, out.losses, (*_split(g_z, n), *_split(g_kappa, n)))
+    return loss, PCLGrads(*grads)
 
 
 def ntxent_loss(z1, z2, *, temperature: float = 0.5, reduction: str = "mean", block_size: int | None = None):
@@ -471,10 +575,11 @@ def ntxent_loss(z1, z2, *, temperature: float = 0.5, reduction: str = "mean", bl
     >>> float(ntxent_loss(z, z, reduction="sum"))  # N = 1: one candidate, the positive
     0.0
     """
+    block_size = check_block_size(block_size)
     batch = _inputs.ntxent_batch(z1, z2, temperature, reduction, None, allow_none=True)
     xp = batch.xp
     conc = ntxent_concentrations(xp, batch.temperature, batch.z)
-    return _inputs.finish_loss(batch, contrast(xp, batch, conc, with_grad=False, block_size=block_size)[2].losses)
+    return _inputs.finish(batch, contrast(xp, batch, conc, with_grad=False, block_size=block_size)[2].losses)
 
 
 def ntxent_loss_and_grad(z1, z2, *, temperature: float = 0.5, reduction: str = "mean", weights=None,
@@ -484,10 +589,11 @@ def ntxent_loss_and_grad(z1, z2, *, temperature: float = 0.5, reduction: str = "
     Returns ``(loss, NTXentGrads(z1, z2))``; ``reduction``, ``weights`` and ``block_size``
     as in :func:`pcl_loss_and_grad`.
     """
+    block_size = check_block_size(block_size)
     batch = _inputs.ntxent_batch(z1, z2, temperature, reduction, weights, allow_none=False)
     xp, n = batch.xp, batch.n
     conc = ntxent_concentrations(xp, batch.temperature, batch.z)
     mu, norm, out = contrast(xp, batch, conc, with_grad=True, block_size=block_size)
     g_z = embedding_grad(xp, direction_grad(xp, out.acc, out.w_pos, conc, mu, n), mu, norm)
-    grads = NTXentGrads(*_inputs.grads_to_input_dtypes(batch, _split(g_z, n)))
-    return _inputs.finish_loss(batch, out.losses), grads
+    loss, grads = _inputs.finish(batch, out.losses, _split(g_z, n))
+    return loss, NTXentGrads(*grads)

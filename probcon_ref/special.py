@@ -164,10 +164,20 @@ def _debye_pieces(xp, n: float, x, terms: int, *, derivative: bool = False):
     return s, xp.log(big_s)
 
 
+def _debye_log_ive(xp, n: float, x, terms: int):
+    """``log I_n(x) - x`` by Debye's expansion :eq:`eq-debye` (order ``n >= n0``, ``x > 0``).
+
+    The exponential part ``s - x`` is written ``n^2 / (s + x)``, so that nothing of size ``x``
+    cancels: the result is of size ``log x`` however large ``x`` is.
+    """
+    s, log_sum = _debye_pieces(xp, n, x, terms)
+    return (n * (xp.log(x) - xp.log(n + s)) + n * (n / (s + x)) - 0.5 * _LOG_2PI - 0.5 * xp.log(s)
+            + log_sum)
+
+
 def _debye_log_iv(xp, n: float, x, terms: int):
     """log I_n(x) by Debye's expansion :eq:`eq-debye` (order ``n >= n0``)."""
-    s, log_sum = _debye_pieces(xp, n, x, terms)
-    return n * (xp.log(x) - xp.log(n + s)) + s - 0.5 * _LOG_2PI - 0.5 * xp.log(s) + log_sum
+    return _debye_log_ive(xp, n, x, terms) + x
 
 
 def _debye_log_iv_scaled(xp, n: float, x, terms: int):
@@ -211,7 +221,7 @@ def _recurrence_down(xp, nu: float, x, plan: Plan):
     """Ratios and log I from order ``nu + m >= n0`` down to ``nu`` :eq:`eq-ratio-recurrence`.
 
     ``r_{k-1} = x / (2k + x r_k)`` and ``I_{k-1}/I_k = 2k/x + r_k``; returns
-    ``(log I_nu(x), r_nu(x))`` for ``x > 0``.
+    ``(log I_nu(x) - x, r_nu(x))`` for ``x > 0``, the first free of terms of size ``x``.
     """
     m = math.ceil(plan.debye_min_order - nu)
     top = nu + m
@@ -220,7 +230,7 @@ def _recurrence_down(xp, nu: float, x, plan: Plan):
     for k in (top - i for i in range(m)):
         growth = growth * (2 * k / x + ratio)
         ratio = x / (2 * k + x * ratio)
-    return _debye_log_iv(xp, top, x, plan.debye_terms) + xp.log(growth), ratio
+    return _debye_log_ive(xp, top, x, plan.debye_terms) + xp.log(growth), ratio
 
 
 # ---------------------------------------------------------------------------------------
@@ -233,16 +243,26 @@ def ratio_working(xp, nu: float, x):
     plan = _plan(xp, x.dtype)
     if nu >= plan.debye_min_order:
         return _debye_ratio(xp, nu, x, plan.debye_terms)
-    xs = plan.series_max_x
-    _, by_recurrence = _recurrence_down(xp, nu, xp.maximum(x, xs), plan)
-    by_series = _series_ratio(xp, nu, xp.minimum(x, xs), plan.series_terms)
-    return xp.where(x <= xs, by_series, by_recurrence)
+    small, large = _split_at(xp, x, plan.series_max_x)
+    _, by_recurrence = _recurrence_down(xp, nu, large, plan)
+    by_series = _series_ratio(xp, nu, small, plan.series_terms)
+    return xp.where(x <= plan.series_max_x, by_series, by_recurrence)
+
+
+def _split_at(xp, x, xs: float):
+    """``x`` clamped to ``[0, xs]`` and to ``[xs, inf)`` for the two sides of a branch at ``xs``.
+
+    Written with ``where`` rather than ``minimum``/``maximum``: at ``x == xs`` those split the
+    derivative between their arguments, so autograd through the selected branch would get
+    half of it. Here the branch that ``where`` selects sees ``x`` itself.
+    """
+    edge = _arrays.const(xp, xs, x)
+    return xp.where(x <= xs, x, edge), xp.where(x > xs, x, edge)
 
 
 def _check_order(nu, name: str = "nu") -> float:
-    if isinstance(nu, bool) or not isinstance(nu, (int, float)):
-        raise TypeError(f"{name} must be a real Python number, got {type(nu).__name__}")
-    nu = float(nu)
+    """The order as a Python float: any real scalar (Python, NumPy, 0-d array), finite and ``>= 0``."""
+    nu = _arrays.real_scalar(nu, name)
     if not math.isfinite(nu) or nu < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {nu}")
     return nu
@@ -261,17 +281,6 @@ def _prepare(x, name: str):
 def _log_iv_scaled_at_zero(nu: float) -> float:
     """``lim_{x->0} log I_nu(x) - nu log x = -nu log 2 - lgamma(nu + 1)``."""
     return -(nu * math.log(2.0) + math.lgamma(nu + 1.0))
-
-
-def _debye_log_iv_scaled_shift(xp, n: float, x, terms: int):
-    """``[log I_n(x) - n log x]`` minus its value at 0, from Debye's expansion :eq:`eq-normalizer-shift`.
-
-    With ``u = s - n = x^2 / (n + s)``: ``u - n log1p(u / 2n) - log1p(u / n) / 2 + log S(t) - log S(1)``.
-    Every term is small when ``x`` is small next to ``n``: nothing of size ``n log n`` cancels.
-    """
-    s, log_sum = _debye_pieces(xp, n, x, terms)
-    u = x * x / (n + s)
-    return u - n * xp.log1p(u / (2 * n)) - 0.5 * xp.log1p(u / n) + log_sum - debye_coefficients(n, terms).log_sum_at_one
 
 
 class DebyeCoefficients(NamedTuple):
@@ -295,18 +304,87 @@ def debye_plan_for(nu: float, dtype_eps: float) -> int | None:
     return plan.debye_terms if nu >= plan.debye_min_order else None
 
 
+class SmallOrderPieces(NamedTuple):
+    """Both sides of the branch at ``x_s`` for an order below Debye's range (``nu < n0``).
+
+    ``series_log`` is ``L(x) - L(0) = log`` of the power series :eq:`eq-bessel-series` at
+    ``min(x, x_s)``; ``recurrence_log_ive`` is ``log I_nu(x) - x`` at ``large = max(x, x_s)``
+    from the recurrence :eq:`eq-ratio-recurrence`; ``use_series`` says which side holds.
+    """
+
+    use_series: object
+    series_log: object
+    large: object
+    recurrence_log_ive: object
+
+
+def _small_order_pieces(xp, nu: float, x, plan: Plan) -> SmallOrderPieces:
+    small, large = _split_at(xp, x, plan.series_max_x)
+    log_ive_large, _ = _recurrence_down(xp, nu, large, plan)
+    series_log = xp.log(_series_sums(xp, nu, small, plan.series_terms)[0])
+    return SmallOrderPieces(x <= plan.series_max_x, series_log, large, log_ive_large)
+
+
 def _log_iv_scaled_shift(xp, nu: float, x):
-    """``L(x) - L(0)`` with ``L(x) = log I_nu(x) - nu log x`` (working dtype, validated x)."""
+    """``L(x) - L(0)`` with ``L(x) = log I_nu(x) - nu log x``, for an order ``nu < n0``.
+
+    Up to ``x_s`` the log of the power series; beyond, the recurrence's ``log I_nu(x) - x``
+    plus ``x - nu log x - L(0)`` (working dtype, validated x).
+    """
+    p = _small_order_pieces(xp, nu, x, _plan(xp, x.dtype))
+    by_recurrence = p.recurrence_log_ive + p.large - nu * xp.log(p.large) - _log_iv_scaled_at_zero(nu)
+    return xp.where(p.use_series, p.series_log, by_recurrence)
+
+
+class NormalizerTerms(NamedTuple):
+    """The normaliser in the two forms the logits use :eq:`eq-normalizer-shift` :eq:`eq-normalizer-peak`.
+
+    ``shift = log C_d(kappa) - log C_d(0)``, the normaliser measured from the uniform
+    density's, and ``peak = shift + kappa``, the logit of a candidate at cosine 1. Each is
+    computed on its own, to its own precision: ``shift`` is of size ``kappa`` for large
+    ``kappa``, ``peak`` only of size ``((d - 1)/2) log kappa``, and neither is obtained from
+    the other by a subtraction that would cost the digits of the smaller.
+    """
+
+    shift: object
+    peak: object
+
+
+def _debye_normalizer_terms(xp, n: float, x, terms: int) -> NormalizerTerms:
+    """:class:`NormalizerTerms` from Debye's expansion at order ``n >= n0``.
+
+    With ``s = hypot(n, x)``, ``r = x/s``, ``t = n/s`` and ``u = s - n = x r / (1 + t)``, both
+    share ``common = n log1p(u / 2n) + log1p(u / n) / 2 - (log S(t) - log S(1))``:
+    ``shift = common - u`` :eq:`eq-normalizer-shift` and ``peak = common + (x - u)`` with
+    ``x - u = n r (1 + t / (1 + r)) / (1 + t)`` :eq:`eq-normalizer-peak`. Every term is
+    positive or small, so neither form cancels, and nothing overflows below the largest
+    float (``x^2`` is never formed).
+    """
+    s, log_sum = _debye_pieces(xp, n, x, terms)
+    r = x / s
+    t = n / s
+    u = x * (r / (1 + t))
+    common = (n * xp.log1p(u / (2 * n)) + 0.5 * xp.log1p(u / n)
+              - (log_sum - debye_coefficients(n, terms).log_sum_at_one))
+    return NormalizerTerms(common - u, common + n * r * (1 + t / (1 + r)) / (1 + t))
+
+
+def _normalizer_terms(xp, nu: float, x) -> NormalizerTerms:
+    """:class:`NormalizerTerms` at order ``nu`` (working dtype, validated x).
+
+    Orders in Debye's range: :func:`_debye_normalizer_terms`. Below, with
+    ``L(x) = log I_nu(x) - nu log x``: up to ``x_s``, ``shift = -log`` of the power series and
+    ``peak = x + shift`` (both below ``x_s`` in size); beyond, from the recurrence's
+    ``log I_nu(x) - x``, ``peak = nu log x + L(0) - (log I_nu(x) - x)``, all of size ``log x``,
+    and ``shift = peak - x``.
+    """
     plan = _plan(xp, x.dtype)
     if nu >= plan.debye_min_order:
-        return _debye_log_iv_scaled_shift(xp, nu, x, plan.debye_terms)
-    xs = plan.series_max_x
-    small = xp.minimum(x, xs)
-    large = xp.maximum(x, xs)
-    log_iv_large, _ = _recurrence_down(xp, nu, large, plan)
-    by_recurrence = log_iv_large - nu * xp.log(large) - _log_iv_scaled_at_zero(nu)
-    by_series = xp.log(_series_sums(xp, nu, small, plan.series_terms)[0])
-    return xp.where(x <= xs, by_series, by_recurrence)
+        return _debye_normalizer_terms(xp, nu, x, plan.debye_terms)
+    p = _small_order_pieces(xp, nu, x, plan)
+    peak_large = nu * xp.log(p.large) + _log_iv_scaled_at_zero(nu) - p.recurrence_log_ive
+    return NormalizerTerms(xp.where(p.use_series, -p.series_log, peak_large - p.large),
+                           xp.where(p.use_series, x - p.series_log, peak_large))
 
 
 def _log_iv_scaled(xp, nu: float, x):
@@ -385,8 +463,8 @@ def bessel_ratio(nu, x):
 
 
 def _check_dimension(d) -> int:
-    if isinstance(d, bool) or not isinstance(d, int):
-        raise TypeError(f"d must be a Python int, got {type(d).__name__}")
+    """The dimension as a Python int: any integer type (``operator.index``), not bool, ``>= 2``."""
+    d = _arrays.integer_scalar(d, "d")
     if d < 2:
         raise ValueError(f"d must be >= 2, got {d}")
     return d
@@ -407,19 +485,20 @@ def log_vmf_normalizer_working(xp, d: int, kappa):
         return direct
     k0, _, half_width = anchor
     near = xp.abs(kappa - k0) <= half_width
-    clamped = xp.minimum(xp.maximum(kappa, _arrays.const(xp, k0 - half_width, kappa)),
-                         _arrays.const(xp, k0 + half_width, kappa))
-    return xp.where(near, normalizer_near_zero(xp, d, clamped, anchor), direct)
+    inside = xp.where(near, kappa, _arrays.const(xp, k0, kappa))  # every entry in the window
+    return xp.where(near, normalizer_near_zero(xp, d, inside, anchor), direct)
 
 
-def log_vmf_normalizer_shift_working(xp, d: int, kappa):
-    """``log C_d(kappa) - log C_d(0)``, the normaliser relative to the uniform density :eq:`eq-normalizer-shift`.
+def log_vmf_normalizer_terms_working(xp, d: int, kappa) -> NormalizerTerms:
+    """``log C_d(kappa) - log C_d(0)`` and ``log C_d(kappa) - log C_d(0) + kappa`` :eq:`eq-normalizer-shift` :eq:`eq-normalizer-peak`.
 
     A constant added to every candidate's logit leaves the softmax unchanged, so the loss
-    uses this shifted normaliser: it avoids the terms of size ``(d/2) log d`` that
-    ``log C_d`` carries for large ``d`` and whose rounding would otherwise enter every logit.
+    measures the normaliser from the uniform density's, which avoids the terms of size
+    ``(d/2) log d`` that ``log C_d`` carries for large ``d``. The logit
+    ``F_ab = shift_b + kappa_b c_ab = peak_b - kappa_b (1 - c_ab)`` is then formed from
+    whichever of the two forms cancels less :eq:`eq-positive-logit`.
     """
-    return -_log_iv_scaled_shift(xp, d / 2 - 1, kappa)
+    return _normalizer_terms(xp, d / 2 - 1, kappa)
 
 
 def normalizer_near_zero(xp, d: int, kappa, anchor):
@@ -566,22 +645,59 @@ def log_vmf_normalizer(d, kappa):
     return _arrays.to_output(xp, log_vmf_normalizer_working(xp, d, kappa), out_dtype)
 
 
+def ratio_bracket(xp, nu: float, r):
+    """Bounds ``lo <= A_{nu}^{-1}(r) <= hi`` from Amos's bounds of the ratio :eq:`eq-ratio-bounds`.
+
+    ``G_{a,b}(x) = x / (a + sqrt(x^2 + b^2))`` brackets the ratio,
+    ``G_{nu+1/2, nu+3/2}(x) <= I_{nu+1}(x)/I_nu(x) <= G_{nu+1/2, nu+1/2}(x)`` (Amos 1974), and
+    ``G_{a,b}(x) = r`` solves in closed form, ``x = r (a + sqrt(b^2 - r^2 (b^2 - a^2))) / (1 - r^2)``.
+    Both ends tend to ``(nu + 1/2) / (1 - r)`` as ``r -> 1`` and to a multiple of ``r`` as
+    ``r -> 0``; ``1 - r^2`` is formed as ``(1 - r)(1 + r)``, exact near 1.
+    """
+    one_minus_sq = (1 - r) * (1 + r)
+    a = nu + 0.5
+    lo = (2 * a) * r / one_minus_sq
+    hi = r * (a + xp.sqrt((a + 1) ** 2 - r * r * (2 * a + 1))) / one_minus_sq
+    return lo, hi
+
+
+def _ratio_slope(xp, nu: float, x, a, switch: float):
+    """``A'(x)``: ``1 - A^2 - (2 nu + 1) A / x`` below ``switch``, the slope of ``G_{nu+1/2, nu+1/2}`` above.
+
+    The first form cancels to ``O(1 / x^2)`` for large ``x`` and loses its digits there; the
+    second, ``(c + c^2 / q) / (c + q)^2`` with ``c = nu + 1/2`` and ``q = sqrt(x^2 + c^2)``, has
+    the same leading behaviour ``c / x^2`` and nothing that cancels :eq:`eq-ratio-derivative`.
+    """
+    c = nu + 0.5
+    exact = 1 - a * a - (2 * nu + 1) * a / x
+    q = xp.sqrt(x * x + c * c)
+    model = (c + c * c / q) / ((c + q) * (c + q))
+    return xp.where(x <= switch, exact, model)
+
+
 def inverse_bessel_ratio(nu, rho, *, iterations: int | None = None):
     """The ``x >= 0`` with ``bessel_ratio(nu, x) = rho``, for ``0 <= rho < 1`` :eq:`eq-optimal-kappa`.
 
     With ``nu = d/2 - 1`` this is the optimal confidence ``A_d^{-1}(c)`` of a positive pair
-    whose views have cosine ``c``. Starts from the approximation of Banerjee et al. (2005),
-    ``x0 = rho (2 nu + 2 - rho^2) / (1 - rho^2)``, then Newton steps on ``log A(x) = log rho``
-    using ``A'(x) = 1 - A^2 - (2 nu + 1) A / x``.
+    whose views have cosine ``c``. The root lies in the bracket of :func:`ratio_bracket`
+    :eq:`eq-ratio-bounds`; the iteration starts from the approximation of Banerjee et al.
+    (2005), ``x0 = rho (2 nu + 2 - rho^2) / (1 - rho^2)`` :eq:`eq-banerjee`, clamped into the
+    bracket, and takes Newton steps on ``A(x) = rho`` with the slope of :func:`_ratio_slope`
+    :eq:`eq-ratio-derivative`. Each step shrinks the bracket to the side where the root
+    lies; a step that would leave it is replaced by the bracket's geometric mean. So every
+    iterate stays in ``[lo, hi]``, which is finite for every ``rho < 1`` (``rho`` within an ulp
+    of 1 and subnormal ``rho`` included), and the result is as accurate as ``A`` allows:
+    near ``rho = 1`` a change of one ulp in ``rho`` moves the answer by a relative
+    ``eps / (1 - rho)``, and so does the answer's error.
 
     Parameters
     ----------
     nu : float
-        Order, ``>= 0``.
+        Order, ``>= 0`` (a Python or NumPy number).
     rho : array
         Target ratio in ``[0, 1)``.
     iterations : int, optional
-        Number of Newton steps (default: enough for the working precision).
+        Number of Newton steps, ``>= 1`` (default: 12 in float64, 8 in float32).
 
     Examples
     --------
@@ -592,6 +708,10 @@ def inverse_bessel_ratio(nu, rho, *, iterations: int | None = None):
     True
     """
     nu = _check_order(nu)
+    if iterations is not None:
+        iterations = _arrays.integer_scalar(iterations, "iterations")
+        if iterations < 1:
+            raise ValueError(f"iterations must be at least 1, got {iterations}")
     rho = _arrays.float_array(rho, "rho")
     xp = _arrays.namespace_of(rho=rho)
     dtype = _arrays.working_dtype(xp, rho.dtype, "rho")
@@ -600,19 +720,33 @@ def inverse_bessel_ratio(nu, rho, *, iterations: int | None = None):
     _arrays.check_finite(xp, r, "rho")
     if not bool(xp.all((r >= 0) & (r < 1))):
         raise ValueError("rho must lie in [0, 1)")
+    eps = float(xp.finfo(dtype).eps)
     if iterations is None:
-        iterations = 12 if dtype == xp.float64 else 8
-    p = 2 * nu + 2
-    x = r * (p - r * r) / (1 - r * r)
+        iterations = 12 if eps < 1e-10 else 8
     positive = r > 0
-    safe_r = xp.where(positive, r, xp.ones_like(r) * 0.5)
-    x = xp.where(positive, x, xp.ones_like(x))
-    log_target = xp.log(safe_r)
+    r = xp.where(positive, r, _arrays.const(xp, 0.5, r))  # rho = 0 is answered exactly below
+    lo, hi = ratio_bracket(xp, nu, r)
+    lo, hi = lo * (1 - 4 * eps), hi * (1 + 4 * eps)  # room for the rounding of A and of the bounds
+    one_minus_sq = (1 - r) * (1 + r)
+    x = xp.minimum(xp.maximum(r * (2 * nu + 2 - r * r) / one_minus_sq, lo), hi)
+    # Above this x the exact slope keeps fewer than 2 digits (its rounding is eps x^2 / (nu + 1/2)).
+    switch = math.sqrt(1e-2 * (nu + 0.5) / eps)
+    floor = _arrays.const(xp, float(xp.finfo(dtype).smallest_normal), r)
     for _ in range(iterations):
         a = ratio_working(xp, nu, x)
-        slope = (1 - a * a) / a - (2 * nu + 1) / x  # d log A / dx
-        step = (xp.log(a) - log_target) / slope
-        # Newton in x, kept positive by never stepping more than halfway to zero.
-        x = xp.maximum(x - step, 0.5 * x)
-    x = xp.where(positive, x, xp.zeros_like(x))
+        f = a - r
+        lo = xp.where(f < 0, x, lo)
+        hi = xp.where(f > 0, x, hi)
+        newton = x - f / xp.maximum(_ratio_slope(xp, nu, x, a, switch), floor)
+        inside = (newton > lo) & (newton < hi)
+        x = xp.where(inside, newton, xp.sqrt(lo) * xp.sqrt(hi))
+    # Small rho: the inverted power series, x = 2 (nu + 1) rho (1 + (nu + 1) rho^2 / (nu + 2)) + O(rho^5),
+    # exact to rounding below eps^(1/4) / 4, and free of the rounding that A suffers for
+    # subnormal x, which Newton's step would amplify by 1/A' = 2 (nu + 1).
+    rho_w = _arrays.to_working(xp, rho, dtype)
+    series = (2 * nu + 2) * rho_w * (1 + (nu + 1) / (nu + 2) * rho_w * rho_w)
+    x = xp.where(rho_w < eps**0.25 / 4, series, x)
+    if out_dtype != dtype and not bool(xp.all(x <= float(xp.finfo(out_dtype).max))):
+        raise OverflowError(f"the inverse ratio is not representable in {out_dtype}: it exceeds the largest "
+                            f"{out_dtype} ({float(xp.finfo(out_dtype).max):.5g}) for rho this close to 1")
     return _arrays.to_output(xp, x, out_dtype)

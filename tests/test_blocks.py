@@ -32,10 +32,17 @@ def test_blocked_equals_unblocked(block_size):
     assert np.max(np.abs(gt_b.z1 - gt.z1)) <= 1e-13 * np.max(np.abs(gt.z1))
 
 
-@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "8"])
-def test_block_size_must_be_positive_int(bad):
-    with pytest.raises(ValueError, match="block_size must be a positive int"):
+@pytest.mark.parametrize("bad, exc", [(0, ValueError), (-3, ValueError), (np.int64(0), ValueError),
+                                      (2.5, TypeError), (True, TypeError), ("8", TypeError)])
+def test_block_size_must_be_positive_int(bad, exc):
+    with pytest.raises(exc, match="block_size must be a positive integer|block_size must be an integer"):
         pr.pcl_loss(*_batch(), block_size=bad)
+
+
+@pytest.mark.parametrize("size", [np.int64(3), np.int32(3), np.array(3)])
+def test_block_size_takes_any_integer_type(size):
+    args = _batch()
+    assert float(pr.pcl_loss(*args, block_size=size)) == pytest.approx(float(pr.pcl_loss(*args)), rel=1e-14)
 
 
 def test_blocked_memory_is_bounded_by_the_block():

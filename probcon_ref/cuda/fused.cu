@@ -55,19 +55,25 @@ __device__ REAL horner(const REAL* coeffs, int count, REAL t)
     return acc;
 }
 
-// log C_d(kappa) - log C_d(0) = -([log I_n(x) - n log x] - its value at 0), n = d/2 - 1
-// :eq:`eq-normalizer-shift`. With s = hypot(n, x) and u = s - n = x^2 / (n + s):
-// u - n log1p(u / 2n) - log1p(u / n) / 2 + log S(n / s) - log S(1).
-extern "C" __global__ void normalizer_shift(const REAL* kappa, REAL* out, long long size, REAL n,
+// The normaliser's two forms, n = d/2 - 1 :eq:`eq-normalizer-shift` :eq:`eq-normalizer-peak`:
+// shift = log C_d(kappa) - log C_d(0) and peak = shift + kappa. With s = hypot(n, x), r = x / s,
+// t = n / s and u = s - n = x r / (1 + t), both share
+// common = n log1p(u / 2n) + log1p(u / n) / 2 - (log S(t) - log S(1)):
+// shift = common - u, peak = common + n r (1 + t / (1 + r)) / (1 + t).
+extern "C" __global__ void normalizer_terms(const REAL* kappa, REAL* shift, REAL* peak, long long size, REAL n,
                                             const REAL* coeffs, int count, REAL log_s_at_one)
 {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < size;
          i += (long long)blockDim.x * gridDim.x) {
         const REAL x = kappa[i];
         const REAL s = hypot(n, x);
-        const REAL u = x * x / (n + s);
-        const REAL log_sum = log(horner(coeffs, count, n / s));
-        out[i] = -(u - n * log1p(u / (2 * n)) - (REAL)0.5 * log1p(u / n) + log_sum - log_s_at_one);
+        const REAL r = x / s;
+        const REAL t = n / s;
+        const REAL u = x * (r / (1 + t));
+        const REAL common = n * log1p(u / (2 * n)) + (REAL)0.5 * log1p(u / n)
+                            - (log(horner(coeffs, count, t)) - log_s_at_one);
+        shift[i] = common - u;
+        peak[i] = common + n * r * (1 + t / (1 + r)) / (1 + t);
     }
 }
 

@@ -105,11 +105,10 @@ def _global_loss_and_grad(batch: _inputs.Batch, kappa_local, temperature, group,
     if kappa_local is None:
         conc_local = ntxent_concentrations(xp, temperature, batch.z)
     else:
-        conc_local = pcl_concentrations(xp, kappa_local, batch.d)
+        conc_local = pcl_concentrations(xp, kappa_local, batch.d, elementwise_steps(xp))
     mu_all = _all_gather_rows(mu, counts, group)
-    scale_all = _all_gather_rows(conc_local.scale, counts, group)
-    bias_all = None if conc_local.bias is None else _all_gather_rows(conc_local.bias, counts, group)
-    conc_all = type(conc_local)(scale_all, bias_all)
+    conc_all = type(conc_local)(*(None if part is None else _all_gather_rows(part, counts, group)
+                                  for part in conc_local))
 
     weights = batch.weights * (2 * n) / total if batch.reduction == "mean" else batch.weights
     out = contrast_anchors(xp, mu, offset, mu_all, conc_all, weights, with_grad=True, block_size=block_size)
