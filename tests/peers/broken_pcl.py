@@ -2,8 +2,11 @@
 
 ``correct`` is the straightforward implementation the others start from: cosines of the
 normalised views, logits ``log C_d(kappa_b) + kappa_b c_ab``, the diagonal masked with -inf,
-``F.cross_entropy`` towards the positive ``(a + N) mod 2N``. The normaliser is a custom
-autograd function: values from ``probcon_ref.special.log_vmf_normalizer``, derivative
+and the loss of each anchor from the differences to its positive's logit, as SPEC section 4
+asks: ``loss_a = m_a + log1p(sum_{b != a, p(a)} exp(delta_ab - m_a) + expm1(-m_a))``, so that
+autograd gives the positive its weight ``-w_a sum_{b != a, p(a)} P_ab`` too. (``F.cross_entropy``
+is the textbook ``-F_ap + logsumexp_b F_ab``; ``textbook`` uses it.) The normaliser is a
+custom autograd function: values from ``probcon_ref.special.log_vmf_normalizer``, derivative
 ``-A_d(kappa)`` from ``probcon_ref.special.bessel_ratio`` (so that only the deliberate
 mistake differs from the reference).
 """
@@ -43,9 +46,14 @@ def _parts(z1, z2, kappa1, kappa2):
 
 
 def _loss(logits, eye, targets, mask=True, reduction="mean"):
+    """``-log softmax`` of the positive, from the gaps ``delta_ab = F_ab - F_ap`` (stable)."""
     if mask:
         logits = logits.masked_fill(eye, float("-inf"))
-    return F.cross_entropy(logits, targets, reduction=reduction)
+    positive = torch.zeros_like(eye).scatter_(1, targets[:, None], True)
+    gaps = (logits - logits.gather(1, targets[:, None])).masked_fill(positive, float("-inf"))
+    m = torch.clamp(gaps.max(dim=1).values, min=0).detach()
+    losses = m + torch.log1p(torch.exp(gaps - m[:, None]).sum(dim=1) + torch.expm1(-m))
+    return {"mean": losses.mean, "sum": losses.sum, "none": lambda: losses}[reduction]()
 
 
 def correct(z1, z2, kappa1, kappa2):
@@ -56,6 +64,14 @@ def correct(z1, z2, kappa1, kappa2):
 def correct_per_anchor(z1, z2, kappa1, kappa2):
     n, d, kappa, cos, eye, targets = _parts(z1, z2, kappa1, kappa2)
     return _loss(LogC.apply(d, kappa)[None, :] + kappa[None, :] * cos, eye, targets, reduction="none")
+
+
+def textbook(z1, z2, kappa1, kappa2):
+    """The loss as ``F.cross_entropy``, that is ``-F_ap + logsumexp_b F_ab``, with autograd's
+    gradient of it, whose positive's weight is ``w (P_ap - 1)``."""
+    n, d, kappa, cos, eye, targets = _parts(z1, z2, kappa1, kappa2)
+    logits = (LogC.apply(d, kappa)[None, :] + kappa[None, :] * cos).masked_fill(eye, float("-inf"))
+    return F.cross_entropy(logits, targets)
 
 
 def mean_over_pairs(z1, z2, kappa1, kappa2):
@@ -75,7 +91,7 @@ def self_masked_by_value(z1, z2, kappa1, kappa2):
     """Recognises the anchor's own entry by its cosine of 1 instead of by its index."""
     n, d, kappa, cos, eye, targets = _parts(z1, z2, kappa1, kappa2)
     logits = LogC.apply(d, kappa)[None, :] + kappa[None, :] * cos
-    return F.cross_entropy(logits.masked_fill(cos > 1 - 1e-6, float("-inf")), targets)
+    return _loss(logits.masked_fill(cos > 1 - 1e-6, float("-inf")), eye, targets, mask=False)
 
 
 def no_normaliser(z1, z2, kappa1, kappa2):
@@ -91,7 +107,7 @@ def constant_in_positive_only(z1, z2, kappa1, kappa2):
     full = LogC.apply(d, kappa)[None, :] + kappa[None, :] * cos
     cheap = (full + (d / 2) * math.log(2 * math.pi)).masked_fill(eye, float("-inf"))
     positive = full.gather(1, targets[:, None])[:, 0]
-    return (torch.logsumexp(cheap, dim=1) - positive).mean()
+    return torch.logsumexp(cheap - positive[:, None], dim=1).mean()
 
 
 def detached_normaliser(z1, z2, kappa1, kappa2):
@@ -146,9 +162,11 @@ def numpy_one_sided_gradient(z1, z2, kappa1, kappa2):
     np.fill_diagonal(f, -np.inf)
     p = np.exp(f - f.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
-    y = np.zeros_like(p)
-    y[np.arange(2 * n), (np.arange(2 * n) + n) % (2 * n)] = 1
-    big_g = (p - y) / (2 * n) * kappa[None, :]
+    rows, pos = np.arange(2 * n), (np.arange(2 * n) + n) % (2 * n)
+    w = p / (2 * n)
+    w[rows, pos] = 0.0
+    w[rows, pos] = -np.sum(w, axis=1)  # -w_a times the negatives' P, summed (SPEC section 4)
+    big_g = w * kappa[None, :]
     g_mu = big_g @ mu
     g_z = (g_mu - np.sum(g_mu * mu, axis=1, keepdims=True) * mu) / norm
     return loss, (g_z[:n].astype(z1.dtype), g_z[n:].astype(z1.dtype), g.kappa1, g.kappa2)
