@@ -69,11 +69,22 @@ def logit_scale(x: dict, loss: str, d: int, temperature) -> np.ndarray:
     return np.max(full, axis=1) if n2 > 1 else s
 
 
-def _masked_lse(f, mask):
-    g = np.where(mask, f, -np.inf)
-    m = np.max(g, axis=1, keepdims=True)
+def _stable_losses(f, candidates, pos):
+    """``-F_ap + log sum_{b in candidates} exp(F_ab)`` per anchor, from the gaps to the positive.
+
+    As SPEC section 4 computes it (``m + log1p(...)``), so that a variant's tiny losses keep
+    their digits; the positive need not be among the candidates (a variant may drop it).
+    """
+    rows = np.arange(f.shape[0])
+    gaps = np.where(candidates, f - f[rows, pos][:, None], -np.inf)
+    has_pos = candidates[rows, pos]
+    others = gaps.copy()
+    others[rows, pos] = -np.inf
+    m = np.max(others, axis=1)
+    m = np.where(has_pos, np.maximum(m, 0.0), m)
     m = np.where(np.isfinite(m), m, 0.0)
-    return (m + np.log(np.sum(np.exp(g - m), axis=1, keepdims=True)))[:, 0]
+    s = np.sum(np.exp(others - m[:, None]), axis=1)
+    return m + np.where(has_pos, np.log1p(s + np.expm1(-m)), np.log(s))
 
 
 @dataclass(frozen=True)
@@ -159,9 +170,8 @@ def variant_losses(key: str, x: dict, loss: str, d: int, temperature, kappa_mode
     elif key == "cross-view-only":
         view = idx // n
         candidates = view[:, None] != view[None, :]
-    f_pos = f[idx, pos]
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        out = _masked_lse(f, candidates) - f_pos
+        out = _stable_losses(f, candidates, pos)
     return out if np.all(np.isfinite(out)) else None
 
 
@@ -273,7 +283,12 @@ def alternative_weights(declared: str, n: int) -> dict[str, np.ndarray]:
 
 
 def residuals(x: dict, loss: str, d: int, temperature, weights):
-    """``W``, ``G``, ``mu``, raw norms, cosines and ``A_d`` by the formulas of SPEC section 4."""
+    """``W``, ``G``, ``mu``, raw norms, cosines and ``A_d`` by the formulas of SPEC section 4.
+
+    ``W`` as SPEC section 4 asks: ``w_a P_ab`` for the negatives and, for the positive,
+    ``-w_a sum_{b not in {a, p(a)}} P_ab``, never ``w_a (P_ap - 1)``; so ``|W|`` has the size
+    of the loss's own terms even when the positive is matched to within rounding of 1.
+    """
     n = x["z1"].shape[0]
     n2 = 2 * n
     _, mu, norm, cos = stack(x)
@@ -288,14 +303,16 @@ def residuals(x: dict, loss: str, d: int, temperature, weights):
         f = cos / temperature
         scale = np.full(n2, 1.0 / temperature)
         length = None
-    f[idx, idx] = -np.inf
-    m = np.max(f, axis=1, keepdims=True)
-    e = np.exp(f - m)
-    p = e / np.sum(e, axis=1, keepdims=True)
-    y = np.zeros_like(p)
-    y[idx, pos] = 1.0
-    w = weights[:, None] * (p - y)
-    w[idx, idx] = 0.0
+    gaps = f - f[idx, pos][:, None]
+    gaps[idx, idx] = -np.inf
+    gaps[idx, pos] = -np.inf
+    m = np.max(gaps, axis=1, keepdims=True)
+    m = np.maximum(np.where(np.isfinite(m), m, 0.0), 0.0)
+    e = np.exp(gaps - m)
+    s = np.sum(e, axis=1, keepdims=True)
+    z = np.exp(-m) + s
+    w = weights[:, None] * (e / z)
+    w[idx, pos] = -weights * (s / z)[:, 0]
     g = w * scale[None, :]
     return w, g, mu, norm, cos, length
 
@@ -342,7 +359,41 @@ GRADIENT_DIAGNOSES = {
     "scaled": ("the gradient is the reference's times a constant",
                "Every gradient block is the reference's times the same factor, while the loss agrees: "
                "the gradient is not that of the reduced loss."),
+    "positive-weight": (
+        "the gradient is right only to the rounding of weights of size w_a, not to its own size "
+        "(the mark of the positive's weight computed as w_a (P_ap - 1))",
+        "In these runs every gradient block that fails is within {bound} units of roundoff of the "
+        "size the positive's terms have when its weight is of size w_a, "
+        "w_a kappa_p / ||z_a|| + w_p kappa_a / ||z_a|| (for a concentration w_p (1 + A_d(kappa_b))), "
+        "while where it fails the true gradient's scale is at least 100 times smaller ({example}). "
+        "That is what "
+        "W_ap = w_a (P_ap - 1) gives when P_ap is within rounding of 1: the difference cancels "
+        "and keeps only its rounding (autograd through -F_ap + logsumexp, or through "
+        "F.cross_entropy, computes exactly that). SPEC section 4: "
+        "W_ap = -w_a sum_{b not in {a, p(a)}} P_ab, from the negatives' probabilities."),
 }
+
+#: Where the error has the size of the rounding of the logits, not of the loss: the textbook form.
+PRECISION_DIAGNOSES = {
+    "tiny-loss": (
+        "Loss right only to the rounding of its logits, not to its own size (the mark of the "
+        "textbook -F_ap + logsumexp_b F_ab)",
+        "In these runs the loss error is within {bound} units of roundoff of the logits' size "
+        "(max_b |log C_d(kappa_b)| + kappa_b, or 1/tau, plus log(2N)) while the loss is at least "
+        "100 times smaller ({example}). That is what -F_ap + logsumexp_b F_ab (or F.cross_entropy, or "
+        "-log of the softmax) gives: both terms have the logits' size and their difference keeps "
+        "only their rounding, 0 or noise for a loss of 1e-40. SPEC section 4: compute loss_a from "
+        "the differences delta_ab = F_ab - F_ap, as "
+        "m_a + log1p(sum_{b != a, p(a)} exp(delta_ab - m_a) + expm1(-m_a))."),
+}
+
+DTYPE_DIAGNOSIS = (
+    "Output dtype differs from the inputs' ({what})",
+    "SPEC section 7: the loss and each gradient are returned in the dtype of the inputs (float16 "
+    "and bfloat16 excepted). A float64 result for float32 inputs usually means a float64 constant "
+    "or array promoted the computation (a NumPy float64 scalar, np.array of a Python list, torch."
+    "tensor(..., dtype=torch.float64)), or the result was converted on the way out. The values "
+    "were still compared with the reference; the table shows their errors.")
 
 
 # ---------------------------------------------------------------------------------------
@@ -423,7 +474,7 @@ PREDICATES: tuple[Predicate, ...] = (
         _iv_overflow),
     Predicate(
         "kappa-zero", "kappa = 0 is not handled",
-        "The failing cases contain kappa = 0. log C_d(0) is finite, lgamma(d/2) - log 2 - (d/2) "
+        "The cases of this group contain kappa = 0. log C_d(0) is finite, lgamma(d/2) - log 2 - (d/2) "
         "log pi, but the formula nu log(kappa) - log I_nu(kappa) evaluates there as "
         "-inf - (-inf) = NaN (0 * log 0 = NaN when d = 2), and a Bessel derivative that divides "
         "by kappa gives NaN gradients. Use the limit, or compute log C_d from the scaled "
@@ -431,14 +482,14 @@ PREDICATES: tuple[Predicate, ...] = (
         lambda f, dt: "kappa = 0" if f.get("kappa_zero") else None),
     Predicate(
         "identical-views", "Fails only when the two views are identical",
-        "The failures are the cases where every positive has cosine exactly 1 with its anchor. "
+        "These are the cases where every positive has cosine exactly 1 with its anchor. "
         "The anchor's own entry is probably excluded by value (cosine = 1, or the row maximum) "
         "rather than by position, which removes the positive as well. Exclude the diagonal by "
         "index, with -inf (SPEC section 6).",
         lambda f, dt: "identical views" if "identical" in f["tags"] else None),
     Predicate(
         "antipodal-views", "Fails only with antipodal views",
-        "The failures are the cases where every positive has cosine exactly -1 (z2 = -z1). Look "
+        "These are the cases where every positive has cosine exactly -1 (z2 = -z1). Look "
         "for arccos / angle computations, clamping of the cosine, or divisions by 1 + c.",
         lambda f, dt: "antipodal views" if "antipodal" in f["tags"] else None),
     Predicate(
@@ -449,53 +500,54 @@ PREDICATES: tuple[Predicate, ...] = (
         lambda f, dt: "N = 1" if f["n"] == 1 else None),
     Predicate(
         "tiny-norm", "Fails only with tiny raw norms",
-        "The failing cases have embeddings of raw norm <= 1e-3 ({example}). The normalisation "
+        "The cases of this group have embeddings of raw norm <= 1e-3 ({example}). The normalisation "
         "probably adds an absolute epsilon (z / (||z|| + eps), or a clamp of the norm at eps), "
         "or squares entries that underflow. Only directions matter: normalise with a relative "
         "guard (divide each row by its largest entry first).",
         lambda f, dt: f"min raw norm {f['min_norm']:.1e}" if f["min_norm"] <= 1e-3 else None),
     Predicate(
         "huge-norm", "Fails only with huge raw norms",
-        "The failing cases have embeddings of raw norm >= 1e3 ({example}). Squared norms "
+        "The cases of this group have embeddings of raw norm >= 1e3 ({example}). Squared norms "
         "overflow float32 above ~1.8e19, and raw dot products used in place of cosines "
         "grow with the norms.",
         lambda f, dt: f"max raw norm {f['max_norm']:.1e}" if f["max_norm"] >= 1e3 else None),
     Predicate(
         "tiny-loss", "Fails only where the loss is tiny (confidently matched positives)",
-        "The failing cases have per-anchor losses below 1e-8 ({example}). Computing "
-        "-F_ap + logsumexp(F_a.) subtracts two nearly equal numbers there, and P_ap - 1 cancels "
-        "in the gradient; worse, a guard such as log(P + eps) floors the loss. SPEC section 4 "
-        "gives the stable forms (differences to the positive, log1p; W_ap from the other P's).",
+        "The cases of this group have per-anchor losses below 1e-8 ({example}), and the errors are "
+        "larger than the rounding of the logits, so they are not only the digits that the textbook "
+        "-F_ap + logsumexp(F_a.) loses there: look for a guard such as log(P + eps) or a clamp, "
+        "which floors the loss and its gradient. SPEC section 4 gives the stable forms "
+        "(differences to the positive, log1p; W_ap from the other P's).",
         lambda f, dt: f"min loss {f['min_loss']:.1e}" if 0 < f["min_loss"] < 1e-8 or
         ("tiny-loss" in f["tags"]) else None),
     Predicate(
         "odd-d", "Fails only for odd dimensions (half-integer Bessel order)",
-        "The failing cases have odd d, so nu = d/2 - 1 is a half-integer. The Bessel routine is "
+        "The cases of this group have odd d, so nu = d/2 - 1 is a half-integer. The Bessel routine is "
         "probably restricted to integer order (or the order is rounded).",
         lambda f, dt: f"d = {f['d']}" if f["d"] % 2 == 1 else None),
     Predicate(
         "d2", "Fails only for d = 2 (order 0)",
-        "The failing cases have d = 2, order nu = 0: 0 * log(kappa), I_{nu-1} with a negative "
+        "The cases of this group have d = 2, order nu = 0: 0 * log(kappa), I_{nu-1} with a negative "
         "order, or a recurrence started below 0.",
         lambda f, dt: "d = 2" if f["d"] == 2 else None),
     Predicate(
         "large-d", "Fails only for large dimensions",
-        "The failing cases have d >= 1024. Check the special functions at large order and any "
+        "The cases of this group have d >= 1024. Check the special functions at large order and any "
         "accumulation over the dimension.",
         lambda f, dt: f"d = {f['d']}" if f["d"] >= 1024 else None),
     Predicate(
         "huge-kappa", "Fails only for huge kappa",
-        "The failing cases have kappa >= 1e4 ({example}): exp(kappa) or I_nu(kappa) overflow, or "
+        "The cases of this group have kappa >= 1e4 ({example}): exp(kappa) or I_nu(kappa) overflow, or "
         "logits of that size lose the digits of their differences.",
         lambda f, dt: f"max kappa {f['max_kappa']:.1e}" if (f.get("max_kappa") or 0) >= 1e4 else None),
     Predicate(
         "tiny-kappa", "Fails only for tiny kappa",
-        "The failing cases have kappa <= 1e-3 ({example}): log(kappa) and log I_nu(kappa) are "
+        "The cases of this group have kappa <= 1e-3 ({example}): log(kappa) and log I_nu(kappa) are "
         "both large and cancel in log C_d; use the scaled form log I_nu(x) - nu log x.",
         lambda f, dt: f"min kappa {f['min_kappa']:.1e}" if (f.get("min_kappa") or 1) <= 1e-3 else None),
     Predicate(
         "float32", "Fails only in float32",
-        "Only float32 runs fail (float64 agrees): an operation loses more than single precision "
+        "The failures of this group are float32 runs: an operation loses more than single precision "
         "allows (cancellation, accumulation, or a constant that overflows float32).",
         lambda f, dt: "float32" if dt == "float32" else None),
 )
@@ -515,21 +567,25 @@ class Finding:
                 "runs": [{"case": c, "dtype": dt} for c, dt in self.runs]}
 
 
-def cover_by_regimes(facts_of_run: dict, failing: set, passing: set) -> tuple[list[Finding], set]:
+def cover_by_regimes(facts_of_run: dict, failing: set, passing: set, all_failing: set | None = None,
+                     skip=()) -> tuple[list[Finding], set]:
     """Regime predicates that together explain the failing runs; returns findings and the rest.
 
     A run is ``(case name, dtype)``. A predicate is eligible if at least half of the runs in
     its regime fail; the most precise one that covers most of what is still unexplained is
-    taken first.
+    taken first. ``all_failing`` (default ``failing``) is every failing run of the report: a
+    summary says "Fails only ..." when its regime holds all of them, "Fails ..." otherwise.
+    Predicates whose key is in ``skip`` are not used.
     """
     findings: list[Finding] = []
     if not failing or not passing:
         return findings, set(failing)
+    all_failing = set(failing) if all_failing is None else set(all_failing)
     truth = {}
     for p in PREDICATES:
         truth[p.key] = {run: p.test(f, run[1]) for run, f in facts_of_run.items()}
     uncovered = set(failing)
-    used = set()
+    used = set(skip)
     while uncovered:
         best = None
         for order, p in enumerate(PREDICATES):
@@ -552,10 +608,11 @@ def cover_by_regimes(facts_of_run: dict, failing: set, passing: set) -> tuple[li
         example_run = next((r for r in hit if r[1] == "float64"), hit[0])
         detail = p.detail.replace("{example}", f"{example_run[0]} ({example_run[1]}): "
                                   f"{truth[p.key][example_run]}")
-        missed = sorted(members - failing)
-        summary = p.summary
-        if missed:
-            summary += f" ({len(hit)} of {len(members)} runs in this regime fail)"
+        # counted over every failing run of the report, some of which other findings explain
+        failed = members & all_failing
+        summary = p.summary if all_failing <= members else p.summary.replace("Fails only ", "Fails ")
+        if failed != members:
+            summary += f" ({len(failed)} of {len(members)} runs in this regime fail)"
         else:
             summary += f" (all {len(members)} runs in this regime fail)"
         findings.append(Finding(p.key, summary, detail, hit))

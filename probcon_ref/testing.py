@@ -49,8 +49,23 @@ __all__ = ["Convention", "Case", "RunResult", "Report", "battery", "validate", "
 
 #: SPEC section 6: (loss, gradient block) tolerances of the error measure, by dtype.
 TOLERANCES = {"float64": (1e-12, 1e-10), "float32": (1e-5, 1e-4)}
+#: Where the logits are large (size S: ``max_b |log C_d(kappa_b)| + kappa_b``, or ``1/tau``),
+#: their own rounding moves a correct implementation's per-anchor losses and gradients by up
+#: to a few ``eps * S`` relative (a straightforward PyTorch PCL stays within half of ROUNDING:
+#: the tests check it); the tolerances are raised to ``ROUNDING * eps * S`` there, and the
+#: report says so.
+ROUNDING = 8
+#: Absolute floor of a per-anchor loss, in smallest subnormals of the output dtype per
+#: candidate: a term that underflows keeps only an absolute error of that size.
+SUBNORMALS = 4
 # A result "matches" a diagnostic variant when it agrees with it this well.
 _MATCH = {"float64": 1e-9, "float32": 1e-4}
+# The precision signatures: an error within this many units of roundoff of the logits' size
+# (loss) or of the positive's terms with a weight of size w_a (gradient). The textbook forms
+# stay within a quarter of it (the tests check it).
+_ROUNDING_LEVEL = 16
+# ... and only where the true result is at most this fraction of that size (a cancellation).
+_SMALL = 1e-2
 
 LOSSES = ("pcl", "ntxent")
 FRAMEWORKS = ("numpy", "torch", "cupy")
@@ -214,6 +229,10 @@ def _pcl_specs():
         ("n1", "N = 1: loss and gradients are 0", {"n1"}, batch(1, 8, lognormal(1.5, 1))),
         ("equal-kappa", "kappa = 2 everywhere (NT-Xent at temperature 0.5)", {"equal-kappa"},
          batch(8, 16, lambda r, n: (np.full(n, 2.0), np.full(n, 2.0)))),
+        # last, so that the cases before it keep their draws; distinct views, unlike `confident`,
+        # so the positive's term of dL/dz survives the projection
+        ("confident-close", "close views (not identical), kappa 30 to 300: tiny losses", {"tiny-loss"},
+         batch(8, 32, logspace(1.5, 2.5), noise=0.1)),
     ]
 
 
@@ -322,6 +341,15 @@ class _Framework:
         return self.name == "torch" and isinstance(value, self.torch.Tensor)
 
 
+def _dtype_name(value) -> str:
+    """``"float32"``, ``"float64"``... of an array of any library; ``"Python float"`` and the like
+    for a Python number (a Python float is a double)."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        return f"Python {type(value).__name__}"
+    return str(dtype).rsplit(".", 1)[-1]  # torch.float32 -> float32
+
+
 def _to_numpy(value) -> np.ndarray:
     """A float64 NumPy copy of an array from any library (or a Python number)."""
     mod = type(value).__module__
@@ -348,18 +376,33 @@ def _kappa_grad_key(conv: Convention) -> tuple:
 
 @dataclass
 class _Reference:
-    losses: np.ndarray  # (2N,)
+    """The reference's results for one run, and what the candidate's are measured against."""
+
+    dtype: str
+    losses: np.ndarray  # (2N,) per anchor
     loss: Any  # reduced: float, or (2N,) for "none"
     grads: dict
     weights: np.ndarray
-    loss_scale: np.ndarray  # per anchor
-    grad_scale: dict
+    logit_size: np.ndarray  # per anchor: max_b |log C_d(kappa_b)| + kappa_b (or 1/tau), plus log(2N)
+    loss_tol: np.ndarray  # per anchor: max(TOLERANCES, ROUNDING eps S_a), relative
+    loss_floor: float  # absolute floor of a per-anchor loss
+    grad_tol: float
+    grad_scale: dict  # per row (z) or entry (kappa): max(block max-norm, terms' scale, floor / tol)
+    positive_scale: dict  # per row or entry: the positive's terms with weights of size w_a
     facts: dict
+
+    @property
+    def raised(self) -> bool:
+        """Whether the logits' rounding raised a tolerance above SPEC section 6's."""
+        tol_loss, tol_grad = TOLERANCES[self.dtype]
+        return bool(np.max(self.loss_tol) > tol_loss or self.grad_tol > tol_grad)
 
 
 def _reference(x: dict, case: Case, conv: Convention, dtype: str) -> _Reference:
-    """Reference loss and gradients for inputs ``x`` (float64 holding the rounded values)."""
+    """Reference loss and gradients for inputs ``x`` (float64 holding the rounded values), and
+    the per-anchor tolerances, per-row scales and floors of SPEC section 6 for ``dtype``."""
     n, d = case.n, case.d
+    n2 = 2 * n
     weights = dg.reduction_weights(conv.reduction, n)
     if conv.loss == "pcl":
         losses = np.asarray(pcl_loss(x["z1"], x["z2"], x["kappa1"], x["kappa2"], reduction="none"))
@@ -369,48 +412,104 @@ def _reference(x: dict, case: Case, conv: Convention, dtype: str) -> _Reference:
         if conv.kappa == "log":  # d/d log k = k d/dk
             grads["kappa1"] = grads["kappa1"] * x["kappa1"]
             grads["kappa2"] = grads["kappa2"] * x["kappa2"]
-        s = dg.kappas(x)
+        k = dg.kappas(x)
     else:
         tau = case.temperature
         losses = np.asarray(ntxent_loss(x["z1"], x["z2"], temperature=tau, reduction="none"))
         _, g = ntxent_loss_and_grad(x["z1"], x["z2"], temperature=tau, weights=weights)
         grads = {"z1": np.asarray(g.z1), "z2": np.asarray(g.z2)}
-        s = np.full(2 * n, 1.0 / tau)
+        k = np.full(n2, 1.0 / tau)
     loss = losses if conv.reduction == "none" else float(np.sum(weights * losses))
-    scale_a = dg.logit_scale(x, conv.loss, d, case.temperature)
-    _, _, norm, _ = dg.stack(x)
+    eps = float(np.finfo(dtype).eps)
+    sub = float(np.finfo(dtype).smallest_subnormal)
+    tol_loss, tol_grad = TOLERANCES[dtype]
+    size = dg.logit_scale(x, conv.loss, d, case.temperature)
+    loss_tol = np.maximum(tol_loss, ROUNDING * eps * size)
+    grad_tol = max(tol_grad, ROUNDING * eps * float(np.max(size)))
+    floor = SUBNORMALS * n2 * sub  # absolute, per unit of the factor each block multiplies W by
+    # SPEC section 6's terms' scales, from |W| computed without cancellation (dg.residuals)
+    w, gw, _, norm, cos, length = dg.residuals(x, conv.loss, d, case.temperature, weights)
+    pos = (np.arange(n2) + n) % n2
     aw = np.abs(weights)
-    row = (aw * np.max(s) + s * np.max(aw)) / norm
-    grad_scale = {"z1": float(np.max(row[:n])), "z2": float(np.max(row[n:]))}
+    terms = {"z": (np.sum(np.abs(gw), axis=1) + np.sum(np.abs(gw), axis=0)) / norm}
+    positive = {"z": (aw * k[pos] + aw[pos] * k) / norm}
+    floors = {"z": floor * (np.max(k) + k) / norm}
     if conv.loss == "pcl":
-        k = dg.kappas(x)
-        kmax = float(np.max(k)) if conv.kappa == "log" else 1.0
-        grad_scale["kappa1"] = grad_scale["kappa2"] = 2.0 * float(np.max(aw)) * kmax
+        per_kappa = k if conv.kappa == "log" else 1.0
+        terms["kappa"] = np.sum(np.abs(w) * (np.abs(cos) + length[None, :]), axis=0) * per_kappa
+        positive["kappa"] = aw[pos] * (1.0 + length) * per_kappa
+        floors["kappa"] = floor * (1.0 + length) * per_kappa
+    grad_scale, positive_scale = {}, {}
+    for key in _kappa_grad_key(conv):
+        part, rows = key[:-1], (slice(0, n) if key.endswith("1") else slice(n, n2))
+        block_max = float(np.max(np.abs(grads[key])))
+        grad_scale[key] = np.maximum(np.maximum(block_max, terms[part][rows]), floors[part][rows] / grad_tol)
+        positive_scale[key] = positive[part][rows]
     facts = dg.case_facts(x, conv.loss, d, case.temperature, case.tags, losses)
-    return _Reference(losses, loss, grads, weights, scale_a, grad_scale, facts)
+    return _Reference(dtype, losses, loss, grads, weights, size + math.log(n2), loss_tol, floor,
+                      grad_tol, grad_scale, positive_scale, facts)
 
 
-def _loss_error(got, ref: _Reference, reduction: str, pred=None) -> float:
-    want = ref.loss if pred is None else pred
+def _loss_error(got, ref: _Reference, reduction: str, want=None, weights=None) -> tuple[float, float]:
+    """``(error, tolerance)`` of a loss against the reference's per-anchor losses (or ``want``,
+    reduced with ``weights`` instead of the declared reduction's).
+
+    Per anchor, ``|got_a - ref_a| / max(|ref_a|, floor / tol_a)``: a relative error, which an
+    absolute floor of a few subnormals keeps meaningful where the loss underflows. For
+    ``"none"`` the anchor worst against its own tolerance is reported. A reduced loss is
+    measured the same way, against the weighted mean of the anchors' tolerances (a bound on
+    the reduced loss's error when each anchor meets its own).
+    """
+    want = ref.losses if want is None else np.asarray(want, dtype=np.float64)
     got = np.asarray(got, dtype=np.float64)
-    if reduction == "none":
-        with np.errstate(invalid="ignore", over="ignore"):
-            e = np.abs(got - want) / np.maximum(np.abs(want), ref.loss_scale)
-        return float(np.max(e)) if not np.any(np.isnan(e)) else math.nan
-    scale = max(abs(float(want)), float(np.sum(np.abs(ref.weights) * ref.loss_scale)))
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        if reduction == "none":
+            err = np.abs(got - want) / np.maximum(np.abs(want), ref.loss_floor / ref.loss_tol)
+            if np.any(np.isnan(err)):
+                return math.nan, float(np.min(ref.loss_tol))
+            i = int(np.argmax(err / ref.loss_tol))
+            return float(err[i]), float(ref.loss_tol[i])
+        weights = ref.weights if weights is None else weights
+        aw = np.abs(weights)
+        total = float(np.sum(weights * want))
+        mass = float(np.sum(aw * np.abs(want)))
+        tol = float(np.sum(aw * np.abs(want) * ref.loss_tol)) / mass if mass > 0 else float(np.max(ref.loss_tol))
+        floor = max(1.0, float(np.sum(aw))) * ref.loss_floor
+        return float(abs(float(got) - total) / max(abs(total), floor / tol)), tol
+
+
+def _loss_rounding(got, ref: _Reference, reduction: str, want=None) -> float:
+    """The loss error in units of roundoff of the logits' size, ``|got - ref| / (eps S)``
+    (against ``want``, per anchor for "none" and reduced otherwise, if given)."""
+    eps = float(np.finfo(ref.dtype).eps)
+    got = np.asarray(got, dtype=np.float64)
+    want = ref.loss if want is None else want
     with np.errstate(invalid="ignore", over="ignore"):
-        return float(abs(float(got) - float(want)) / scale)
+        if reduction == "none":
+            units = np.abs(got - want) / (eps * ref.logit_size)
+            return math.nan if np.any(np.isnan(units)) else float(np.max(units))
+        size = float(np.sum(np.abs(ref.weights) * ref.logit_size))
+        return abs(float(got) - float(want)) / (eps * size)
 
 
-def _block_error(got, want, scale: float) -> float:
+def _row_errors(got, want) -> np.ndarray:
+    """``max |got - want|`` of each row of a block (each entry of a vector); NaN if any is."""
     got = np.asarray(got, dtype=np.float64)
-    if got.size == 0:
-        return 0.0
     with np.errstate(invalid="ignore", over="ignore"):
         diff = np.abs(got - want)
-    if np.any(np.isnan(diff)):
+    return diff.reshape(diff.shape[0], -1).max(axis=1) if diff.size else np.zeros(0)
+
+
+def _block_error(got, want, scale) -> float:
+    """SPEC section 6's gradient block error: ``max_a |got_a - ref_a| / scale_a``, where
+    ``scale_a`` is the larger of the block's max-norm and row ``a``'s terms' scale."""
+    rows = _row_errors(got, want)
+    if rows.size == 0:
+        return 0.0
+    if np.any(np.isnan(rows)):
         return math.nan
-    return float(np.max(diff)) / max(float(np.max(np.abs(want))), scale, np.finfo(np.float64).tiny)
+    with np.errstate(over="ignore"):
+        return float(np.max(rows / np.maximum(scale, np.finfo(np.float64).tiny)))
 
 
 # ---------------------------------------------------------------------------------------
@@ -429,6 +528,7 @@ class RunResult:
     tags: tuple
     status: str  # "pass", "fail", "error" or "skip"
     errors: dict = field(default_factory=dict)  # quantity -> error measure (nan for non-finite)
+    tolerances: dict = field(default_factory=dict)  # quantity -> the tolerance it was held to
     message: str = ""
     gradients: str = "none"  # how gradients were obtained: "autograd", "returned" or "none"
     wrong: tuple = ()  # quantities beyond tolerance
@@ -448,7 +548,7 @@ class RunResult:
             return v if math.isfinite(v) else ("nan" if math.isnan(v) else "inf")
         return {"case": self.case, "dtype": self.dtype, "n": self.n, "d": self.d, "tags": list(self.tags),
                 "status": self.status, "errors": {k: num(v) for k, v in self.errors.items()},
-                "gradients": self.gradients, "message": self.message}
+                "tolerances": dict(self.tolerances), "gradients": self.gradients, "message": self.message}
 
 
 def _rounded_inputs(case: Case, conv: Convention, dtype: str):
@@ -488,7 +588,8 @@ def _split_output(out, conv: Convention):
 
 
 def _call(fn, fw: _Framework, conv: Convention, case: Case, args: dict, dtype: str):
-    """Call the candidate; returns (loss as numpy, grads as numpy dict or None, how)."""
+    """Call the candidate; returns (loss as numpy, grads as numpy dict or None, how, the
+    dtype name of each output)."""
     want_autograd = fw.name == "torch" and conv.gradients in ("auto", "autograd")
     names = _kappa_grad_key(conv)
     arrays = {k: fw.array(args[k], dtype, requires_grad=want_autograd) for k in names}
@@ -501,7 +602,9 @@ def _call(fn, fw: _Framework, conv: Convention, case: Case, args: dict, dtype: s
     loss, grads = _split_output(out, conv)
     how = "none"
     got_grads = None
+    dtypes = {"loss": _dtype_name(loss)}
     if grads is not None and conv.gradients in ("auto", "returned"):
+        dtypes.update({k: _dtype_name(v) for k, v in grads.items()})
         got_grads = {k: _to_numpy(v) for k, v in grads.items()}
         how = "returned"
     elif conv.gradients == "returned":
@@ -515,10 +618,21 @@ def _call(fn, fw: _Framework, conv: Convention, case: Case, args: dict, dtype: s
         else:  # the loss does not depend on the inputs (e.g. N = 1 in some libraries)
             g = [None] * len(inputs)
         got_grads = {k: (np.zeros(args[k].shape) if gi is None else _to_numpy(gi)) for k, gi in zip(names, g)}
+        dtypes.update({k: _dtype_name(gi) for k, gi in zip(names, g) if gi is not None})
         how = "autograd"
     elif conv.gradients == "autograd":
         raise ValueError("gradients='autograd' but the function did not return a torch tensor")
-    return _to_numpy(loss), got_grads, how
+    return _to_numpy(loss), got_grads, how, dtypes
+
+
+def _check_dtypes(dtypes: dict, dtype: str) -> str:
+    """A message naming the outputs whose dtype is not the inputs' ``dtype`` ("" if none)."""
+    bad: dict = {}
+    for k, name in dtypes.items():
+        if (name if name != "Python float" else "float64") != dtype:
+            bad.setdefault(name, []).append(k)
+    return "; ".join(f"{', '.join(keys)} in {name}, expected {dtype} (the inputs' dtype)"
+                     for name, keys in bad.items())
 
 
 def _check_shapes(loss: np.ndarray, grads, case: Case, conv: Convention) -> str:
@@ -544,7 +658,7 @@ def _run_case(fn, fw, conv: Convention, case: Case, dtype: str) -> RunResult:
     ref = _cached_reference(case, conv, dtype, x)
     try:
         with np.errstate(all="ignore"):  # NaN and infinity are reported, not warned about
-            loss, grads, how = _call(fn, fw, conv, case, args, dtype)
+            loss, grads, how, out_dtypes = _call(fn, fw, conv, case, args, dtype)
     except Exception as exc:  # the candidate's failure is a result, not an error of ours
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         return RunResult(status="error", message=f"{type(exc).__name__}: {text}"[:300], _ref=ref, _inputs=x, **base)
@@ -553,23 +667,26 @@ def _run_case(fn, fw, conv: Convention, case: Case, dtype: str) -> RunResult:
         return RunResult(status="fail", message=shape_msg, gradients=how, wrong=("shape",), _ref=ref,
                          _inputs=x, **base)
     loss_value = loss if conv.reduction == "none" else float(loss.reshape(()))
-    errors = {"loss": _loss_error(loss_value, ref, conv.reduction)}
+    errors, tolerances = {}, {}
+    errors["loss"], tolerances["loss"] = _loss_error(loss_value, ref, conv.reduction)
     if grads is not None:
         for k, g in grads.items():
-            errors[k] = _block_error(g, ref.grads[k], ref.grad_scale[k])
-    tol_loss, tol_grad = TOLERANCES[dtype]
+            errors[k], tolerances[k] = _block_error(g, ref.grads[k], ref.grad_scale[k]), ref.grad_tol
     got = {"loss": loss, **(grads or {})}
     nonfinite = tuple(k for k in errors if not np.all(np.isfinite(got[k])))
-    wrong = tuple(k for k in errors if k not in nonfinite
-                  and not errors[k] <= (tol_loss if k == "loss" else tol_grad))
+    wrong = tuple(k for k in errors if k not in nonfinite and not errors[k] <= tolerances[k])
+    dtype_msg = _check_dtypes(out_dtypes, dtype)
     parts = []
+    if dtype_msg:
+        parts.append("dtype: " + dtype_msg)
+        wrong = ("dtype",) + wrong
     if nonfinite:
         parts.append("non-finite " + ", ".join(nonfinite))
-    if wrong:
-        parts.append("beyond tolerance: " + ", ".join(wrong))
+    if [k for k in wrong if k != "dtype"]:
+        parts.append("beyond tolerance: " + ", ".join(k for k in wrong if k != "dtype"))
     status = "fail" if parts else "pass"
-    return RunResult(status=status, errors=errors, message="; ".join(parts), gradients=how,
-                     wrong=wrong, nonfinite=nonfinite,
+    return RunResult(status=status, errors=errors, tolerances=tolerances, message="; ".join(parts),
+                     gradients=how, wrong=wrong, nonfinite=nonfinite,
                      _got_loss=loss_value, _got_grads=grads, _ref=ref, _inputs=x, **base)
 
 
@@ -599,6 +716,7 @@ def _variant_findings(results: list[RunResult], conv: Convention, cases: dict) -
     variants = [v for v in dg.VARIANTS if v.loss in ("both", conv.loss)]
     hits: dict[tuple, set] = {}
     defined: dict[tuple, set] = {}
+    strict: set = set()
     for r in candidates:
         case = cases[r.case]
         x, ref = r._inputs, r._ref
@@ -613,25 +731,31 @@ def _variant_findings(results: list[RunResult], conv: Convention, cases: dict) -
             for rkey, w in dg.alternative_weights(conv.reduction, case.n).items():
                 if vkey == "reference" and rkey == "declared":
                     continue
-                if conv.reduction == "none":
-                    if rkey != "declared":
-                        continue
-                    pred = losses
-                else:
-                    pred = float(np.sum(w * losses))
-                if _loss_error(ref.loss, ref, conv.reduction, pred) <= TOLERANCES[r.dtype][0]:
-                    continue  # indistinguishable from the reference in this run
+                if conv.reduction == "none" and rkey != "declared":
+                    continue
+                pred = losses if conv.reduction == "none" else float(np.sum(w * losses))
+                same, tol = _loss_error(pred, ref, conv.reduction)
+                if same <= tol:
+                    continue  # the variant would pass as the reference in this run
                 key = (vkey, rkey)
                 defined.setdefault(key, set()).add(r.run)
-                e = _loss_error(r._got_loss, ref, conv.reduction, pred)
-                if e <= min(_MATCH[r.dtype], 0.1 * miss):
+                e, tol = _loss_error(r._got_loss, ref, conv.reduction, losses, w)
+                # Reproduced to _MATCH, or to the rounding of the logits (a tiny loss computed by
+                # the textbook form keeps no more than that). Only a run where the variant and the
+                # reference differ by more than that rounding is evidence for the variant; the
+                # others can only extend a variant found elsewhere.
+                resolved = _loss_rounding(pred, ref, conv.reduction) > _ROUNDING_LEVEL
+                if e <= min(max(_MATCH[r.dtype], tol), 0.1 * miss) or \
+                        _loss_rounding(r._got_loss, ref, conv.reduction, pred) <= _ROUNDING_LEVEL:
                     hits.setdefault(key, set()).add(r.run)
+                    if resolved and e <= min(max(_MATCH[r.dtype], tol), 0.1 * miss):
+                        strict.add(key)
     findings = []
     explained: set = set()
     remaining = {r.run for r in candidates}
     while remaining and len(findings) < 3:
         best = max(((len(h & remaining), len(h) / len(defined[k]), k) for k, h in hits.items()
-                    if len(h) / len(defined[k]) >= 0.6), default=None)
+                    if k in strict and len(h) / len(defined[k]) >= 0.6), default=None)
         if best is None or best[0] == 0:
             break
         vkey, rkey = key = best[2]
@@ -708,14 +832,17 @@ def _offset_finding(fn, fw, conv: Convention, results: list[RunResult], cases: d
         ref2 = _reference(x, moved, conv, "float64")
         try:
             with np.errstate(all="ignore"):
-                loss2, _, _ = _call(fn, fw, conv, moved, args, "float64")
+                loss2, _, _, _ = _call(fn, fw, conv, moved, args, "float64")
         except Exception:
             return None, set()
         loss2 = loss2 if conv.reduction == "none" else float(loss2.reshape(()))
         delta1 = np.asarray(r._got_loss, dtype=np.float64) - np.asarray(r._ref.loss)
         delta2 = np.asarray(loss2, dtype=np.float64) - np.asarray(ref2.loss)
         size = float(np.max(np.abs(delta1)))
-        if not np.all(np.isfinite(delta2)) or np.max(np.abs(delta1 - delta2)) > 1e-8 * max(1.0, size):
+        # the same offset after the redraw, to 1e-8 of the loss and to 1e-3 of the offset itself:
+        # two errors at the rounding level of the logits agree to 1e-8 without being one offset
+        if not np.all(np.isfinite(delta2)) or np.max(np.abs(delta1 - delta2)) > min(1e-8 * max(1.0, size),
+                                                                                   1e-3 * size):
             return None, set()
         deltas.append(delta1)
     for entry in _OFFSETS:
@@ -744,14 +871,16 @@ def _offset_finding(fn, fw, conv: Convention, results: list[RunResult], cases: d
 def _gradient_findings(results: list[RunResult], conv: Convention, cases: dict) -> tuple[list, set]:
     """Loss right, gradient wrong: which known mistake?"""
     runs = [r for r in results if r.status == "fail" and r._got_grads is not None
-            and not r.nonfinite and "loss" not in r.wrong and "shape" not in r.wrong]
+            and not r.nonfinite and "loss" not in r.wrong and "shape" not in r.wrong
+            and set(r.wrong) & set(r._got_grads)]
     hits: dict[str, set] = {}
     factors: dict[str, list] = {}
     for r in runs:
         case = cases[r.case]
         ref = r._ref
         got, want = r._got_grads, ref.grads
-        tol = _MATCH[r.dtype]
+        wrong = [k for k in r.wrong if k in got]
+        tol = max(_MATCH[r.dtype], ref.grad_tol)
         wanted = np.concatenate([want[k].ravel() for k in got])
         gotten = np.concatenate([got[k].ravel() for k in got])
         if np.all(gotten == 0) and np.any(wanted != 0):
@@ -772,10 +901,10 @@ def _gradient_findings(results: list[RunResult], conv: Convention, cases: dict) 
                 continue
         variants = dg.gradient_variants(r._inputs, conv.loss, case.d, case.temperature, ref.weights, conv.kappa)
         for key, blocks in variants.items():
-            if key == "correct" or not set(r.wrong) <= set(blocks):
+            if key == "correct" or not set(wrong) <= set(blocks):
                 continue
             if all(_block_error(got[k], blocks[k], ref.grad_scale[k]) <= min(tol, 0.1 * r.errors[k])
-                   for k in r.wrong):
+                   for k in wrong):
                 hits.setdefault(key, set()).add(r.run)
     out = []
     explained: set = set()
@@ -790,6 +919,95 @@ def _gradient_findings(results: list[RunResult], conv: Convention, cases: dict) 
             summary += f" (factor {np.median(factors['scaled']):.6g})"
         out.append(dg.Finding(f"gradient:{key}", summary[0].upper() + summary[1:], detail, sorted(found)))
     return out, explained
+
+
+def _loss_size_ratio(ref: _Reference, reduction: str) -> float:
+    """The reference loss next to the logits' size (the smallest anchor's for "none")."""
+    if reduction == "none":
+        return float(np.min(np.abs(ref.losses) / ref.logit_size))
+    return abs(float(ref.loss)) / float(np.sum(np.abs(ref.weights) * ref.logit_size))
+
+
+def _positive_rounding(got, ref: _Reference, key: str) -> bool:
+    """Is a block's error that of the positive's terms computed with weights of size ``w_a``?
+
+    Every row's error is within ``_ROUNDING_LEVEL`` units of roundoff of those terms (beyond
+    the tolerance), and where a row fails, its true scale is at most ``_SMALL`` of them: the
+    weights cancelled.
+    """
+    eps = float(np.finfo(ref.dtype).eps)
+    rows = _row_errors(got, ref.grads[key])
+    scale, positive = ref.grad_scale[key], ref.positive_scale[key]
+    failing = rows > ref.grad_tol * scale
+    return bool(np.any(failing) and np.all(rows <= _ROUNDING_LEVEL * eps * positive + ref.grad_tol * scale)
+                and np.all(scale[failing] <= _SMALL * positive[failing]))
+
+
+def _fill(text: str, **values) -> str:
+    """``text`` with each ``{name}`` replaced (the texts hold other braces: ``sum_{b != a}``)."""
+    for k, v in values.items():
+        text = text.replace("{" + k + "}", str(v))
+    return text
+
+
+def _precision_findings(results: list[RunResult], conv: Convention, explained: set) -> tuple[list, set]:
+    """Errors of the size of the rounding of O(1) quantities, not of the results' own size.
+
+    The loss (``tiny-loss``): within ``_ROUNDING_LEVEL`` units of roundoff of the logits' size,
+    the mark of ``-F_ap + logsumexp_b F_ab``. A gradient block (``gradient:positive-weight``):
+    within as many units of roundoff of the positive's terms with a weight of size ``w_a``,
+    the mark of ``W_ap = w_a (P_ap - 1)``. Returns the findings and the runs whose every
+    failing quantity they explain.
+    """
+    loss_hits, grad_hits = {}, {}
+    done = set()
+    for r in results:
+        if r.status != "fail" or r.run in explained or r.nonfinite or "shape" in r.wrong:
+            continue
+        ref = r._ref
+        eps = float(np.finfo(r.dtype).eps)
+        wrong = [k for k in r.wrong if k != "dtype"]
+        covered = set()
+        if "loss" in wrong and _loss_rounding(r._got_loss, ref, conv.reduction) <= _ROUNDING_LEVEL \
+                and _loss_size_ratio(ref, conv.reduction) <= _SMALL:
+            covered.add("loss")
+            loss_hits[r.run] = r
+        blocks = [k for k in wrong if k != "loss"]
+        if blocks and all(_positive_rounding(r._got_grads[k], ref, k) for k in blocks):
+            covered |= set(blocks)
+            grad_hits[r.run] = r
+        if wrong and covered == set(wrong):
+            done.add(r.run)
+    findings = []
+    if loss_hits:
+        summary, detail = dg.PRECISION_DIAGNOSES["tiny-loss"]
+        r = min(loss_hits.values(), key=lambda r: (r.dtype != "float64", float(np.min(r._ref.losses))))
+        ref = r._ref
+        size = float(np.max(ref.logit_size))
+        smallest = float(np.min(ref.losses))
+        example = (f"{r.case} ({r.dtype}): smallest per-anchor loss {smallest:.2g}, loss error "
+                   f"{r.errors['loss']:.2g} relative, logits' size {size:.3g}")
+        findings.append(dg.Finding("tiny-loss", summary, _fill(detail, bound=_ROUNDING_LEVEL, example=example),
+                                   sorted(loss_hits)))
+    if grad_hits:
+        summary, detail = dg.GRADIENT_DIAGNOSES["positive-weight"]
+        r = max(grad_hits.values(), key=lambda r: (r.dtype == "float64",
+                                                   max(v for k, v in r.errors.items() if k != "loss")))
+        k, v = max(((k, v) for k, v in r.errors.items() if k != "loss"), key=lambda kv: kv[1])
+        example = f"{r.case} ({r.dtype}): gradient {k} error {v:.2g} of its own size"
+        findings.append(dg.Finding("gradient:positive-weight", summary[0].upper() + summary[1:],
+                                   _fill(detail, bound=_ROUNDING_LEVEL, example=example), sorted(grad_hits)))
+    return findings, done
+
+
+def _dtype_findings(results: list[RunResult]) -> list:
+    bad = [r for r in results if "dtype" in r.wrong]
+    if not bad:
+        return []
+    what = sorted({part for r in bad for part in r.message.split("; ") if part.startswith("dtype: ")})
+    summary, detail = dg.DTYPE_DIAGNOSIS
+    return [dg.Finding("dtype", summary.format(what="; ".join(w[len("dtype: "):] for w in what)), detail,
+                       sorted(r.run for r in bad))]
 
 
 def _call_findings(results: list[RunResult], conv: Convention) -> list:
@@ -845,7 +1063,11 @@ def _diagnose(fn, fw, conv: Convention, results: list[RunResult], cases: dict) -
     if findings:
         return findings
     findings += _shape_findings(results)
+    findings += _dtype_findings(results)
     failing = {r.run for r in results if r.status in ("fail", "error") and "shape" not in r.wrong}
+    # a run whose only fault is its output dtype is explained by the dtype finding
+    failing_values = {r.run for r in results if r.run in failing and (r.status == "error" or r.nonfinite
+                      or set(r.wrong) - {"dtype"})}
     passing = {r.run for r in results if r.status == "pass"}
     variant, explained = _variant_findings(results, conv, cases)
     findings += variant
@@ -856,7 +1078,10 @@ def _diagnose(fn, fw, conv: Convention, results: list[RunResult], cases: dict) -
     gradient, by_gradient = _gradient_findings(results, conv, cases)
     findings += gradient
     explained |= by_gradient
-    rest = failing - explained
+    precision, by_precision = _precision_findings(results, conv, explained)
+    findings += precision
+    explained |= by_precision
+    rest = failing_values - explained
     tried = len([r for r in results if r.status != "skip"])
     if rest:
         if not explained and len(rest) >= 0.75 * tried:
@@ -869,7 +1094,8 @@ def _diagnose(fn, fw, conv: Convention, results: list[RunResult], cases: dict) -
                 sorted(rest)))
         else:
             facts = {r.run: r._ref.facts for r in results if r._ref is not None and r.status != "skip"}
-            regime, uncovered = dg.cover_by_regimes(facts, rest, passing)
+            regime, uncovered = dg.cover_by_regimes(facts, rest, passing, all_failing=failing,
+                                                    skip={f.signature for f in findings})
             findings += regime
             if uncovered:
                 findings.append(dg.Finding(
@@ -937,6 +1163,7 @@ class Report:
                            "reduction": conv.reduction, "kappa": conv.kappa,
                            "temperature": conv.temperature, "gradients": conv.gradients},
             "tolerances": {dt: {"loss": TOLERANCES[dt][0], "gradient": TOLERANCES[dt][1]} for dt in self.dtypes},
+            "rounding": ROUNDING,
             "runs": [r.to_dict() for r in self.results],
             "worst": self.worst(),
             "diagnoses": [f.to_dict() for f in self.findings],
@@ -956,9 +1183,11 @@ class Report:
         lines = [f"probcon-ref validate: {self.target}",
                  f"convention: {conv.describe()}",
                  f"reference: probcon_ref {__version__}, NumPy float64, on the same (rounded) inputs",
-                 "error: max |got - ref| / max(max |ref|, rounding scale); tolerances "
-                 + "; ".join(f"{dt} loss {TOLERANCES[dt][0]:.0e}, gradients {TOLERANCES[dt][1]:.0e}"
-                             for dt in self.dtypes),
+                 "error: loss relative (per anchor for reduction none); gradient block "
+                 "max_a |got_a - ref_a| / max(block max-norm, terms' scale of row a) (SPEC section 6)",
+                 "tolerances: " + "; ".join(f"{dt} loss {TOLERANCES[dt][0]:.0e}, gradients {TOLERANCES[dt][1]:.0e}"
+                                           for dt in self.dtypes)
+                 + f", raised to {ROUNDING} eps x the logits' size where that is larger (marked 'tol')",
                  ""]
         head = f"{'case':<24}{'N':>5}{'d':>6}  {'dtype':<8}{'loss':>9}" + "".join(
             f"{labels[k]:>10}" for k in grad_names) + "  result"
@@ -970,6 +1199,10 @@ class Report:
                 cells.append("-" if v is None else ("nan" if math.isnan(v) else f"{v:.1e}"))
             result = {"pass": "pass", "fail": "FAIL", "error": "ERROR", "skip": "skip"}[r.status]
             extra = f"  {r.message}" if r.message else ""
+            if r.tolerances and r._ref is not None and r._ref.raised:
+                tol = [f"loss {r.tolerances['loss']:.1e}"] + (
+                    [f"gradients {r._ref.grad_tol:.1e}"] if len(r.tolerances) > 1 else [])
+                extra += f"  (tol {', '.join(tol)})"
             lines.append(f"{r.case:<24}{r.n:>5}{r.d:>6}  {r.dtype:<8}{cells[0]:>9}"
                          + "".join(f"{c:>10}" for c in cells[1:]) + f"  {result}{extra}")
         lines.append("")

@@ -1,7 +1,9 @@
 """``probcon-ref validate``: the battery, the verdict, and each diagnosis on a known mistake.
 
-The deliberately broken implementations live in ``tests/peers/broken_pcl.py``; each is
-correct but for one mistake, and the validator must both reject it and name the mistake.
+The deliberately broken implementations live in ``tests/peers/broken_pcl.py`` (PyTorch) and
+``tests/peers/textbook.py`` (NumPy: the two textbook forms of SPEC section 4, and a float64
+output); each is correct but for one mistake, and the validator must both reject it and
+name the mistake.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from probcon_ref import ntxent_loss_and_grad, pcl_loss, pcl_loss_and_grad
+from probcon_ref import ntxent_loss, ntxent_loss_and_grad, pcl_loss, pcl_loss_and_grad
 from probcon_ref.cli import main
-from probcon_ref.testing import battery, load_callable, validate
+from probcon_ref import testing
+from probcon_ref.testing import ROUNDING, TOLERANCES, battery, load_callable, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS = Path(__file__).resolve().parent / "peers"
@@ -30,6 +33,10 @@ def broken(name):
     pytest.importorskip("torch")
     pytest.importorskip("scipy")
     return load_callable(f"{PEERS / 'broken_pcl.py'}:{name}")
+
+
+def textbook(name):
+    return load_callable(f"{PEERS / 'textbook.py'}:{name}")
 
 
 def ntxent_ref(z1, z2, temperature):
@@ -99,6 +106,20 @@ def test_other_reductions_pass_when_declared():
 def test_a_correct_torch_pcl_passes_under_autograd():
     for fn, kwargs in ((broken("correct"), {}), (broken("correct_per_anchor"), {"reduction": "none"})):
         report = validate(fn, framework="torch", **kwargs)
+        assert report.passed, report.to_text()
+        assert {r.gradients for r in report.results} == {"autograd"}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_project_torch_adapter_passes(seed):
+    """``probcon_ref.torch``'s losses (analytic backward), every case, both dtypes, two seeds."""
+    pytest.importorskip("torch")
+    import probcon_ref.torch as pt
+
+    for fn, kwargs in ((pt.pcl_loss, {}),
+                       (lambda *a: pt.pcl_loss(*a, reduction="none"), {"reduction": "none"}),
+                       (lambda z1, z2, t: pt.ntxent_loss(z1, z2, temperature=t), {"loss": "ntxent"})):
+        report = validate(fn, framework="torch", seed=seed, **kwargs)
         assert report.passed, report.to_text()
         assert {r.gradients for r in report.results} == {"autograd"}
 
@@ -210,6 +231,196 @@ def test_calling_convention_mismatch():
 
 
 # ---------------------------------------------------------------------------------------
+# The textbook forms of SPEC section 4, and the measure that rejects them
+# ---------------------------------------------------------------------------------------
+
+
+def tiny(report, run) -> float:
+    """The smallest per-anchor reference loss of a run."""
+    (r,) = [r for r in report.results if r.run == run]
+    return float(np.min(r._ref.losses))
+
+
+@pytest.mark.parametrize("name, loss", [("textbook_pcl", "pcl"), ("textbook_ntxent", "ntxent")])
+def test_textbook_loss_fails_where_the_loss_is_tiny_and_is_named(name, loss):
+    """``-F_ap + logsumexp_b F_ab``: right to the logits' rounding, which the old measure (errors
+    against the logits' scale) accepted; wrong per anchor where the loss is tiny."""
+    report = validate(textbook(name), loss=loss)
+    assert not report.passed
+    assert report.signatures == ["tiny-loss"]
+    assert explained_by(report, "tiny-loss") == failing(report)
+    bad = [r for r in report.results if r.status == "fail"]
+    assert all(r.wrong == ("loss",) for r in bad)  # its gradients are the reference's
+    for r in bad:  # and only where the loss is far below its logits
+        assert np.min(r._ref.losses) < 1e-3 * np.max(r._ref.logit_size), r.run
+        # its error is the logits' rounding, well inside what the signature allows
+        assert testing._loss_rounding(r._got_loss, r._ref, "mean") <= testing._ROUNDING_LEVEL / 4, r.run
+    if loss == "pcl":
+        (confident,) = [r for r in bad if r.run == ("confident", "float64")]
+        assert confident._got_loss == 0.0 and 0 < float(confident._ref.loss) < 1e-40
+        assert confident.errors["loss"] == 1.0
+        assert {"confident", "confident-close"} <= {r.case for r in bad}
+    else:
+        assert {("small-tau", "float64"), ("identical", "float64")} <= failing(report)
+    text = report.to_text()
+    assert "-F_ap + logsumexp_b F_ab" in text and "log1p" in text
+
+
+@pytest.mark.parametrize("name, loss, blocks", [("positive_weight_pcl", "pcl", {"z1", "z2", "kappa1", "kappa2"}),
+                                                ("positive_weight_ntxent", "ntxent", {"z1", "z2"})])
+def test_positive_weight_from_one_minus_p_fails_and_is_named(name, loss, blocks):
+    """``W_ap = w (P_ap - 1)``: the loss is right, the gradients through the positive are not."""
+    report = validate(textbook(name), loss=loss)
+    assert not report.passed
+    assert report.signatures == ["gradient:positive-weight"]
+    assert explained_by(report, "gradient:positive-weight") == failing(report)
+    assert all(r.errors["loss"] <= r.tolerances["loss"] for r in report.results)
+    bad = [r for r in report.results if r.status == "fail"]
+    assert set().union(*(set(r.wrong) for r in bad)) == blocks
+    worst = max(max(r.errors[k] / r.tolerances[k] for k in r.wrong) for r in bad)
+    assert worst > 1e3  # not a near miss
+    case = "confident-close" if loss == "pcl" else "small-tau"
+    assert {(case, "float64"), (case, "float32")} <= failing(report)
+    assert all(tiny(report, run) < 1e-10 for run in failing(report))
+
+
+def test_cross_entropy_with_autograd_has_both_textbook_forms():
+    """``F.cross_entropy`` is the textbook loss, and its autograd gradient gives the positive
+    the weight ``w (P_ap - 1)``: both signatures, covering every failure."""
+    report = validate(broken("textbook"), framework="torch")
+    assert report.signatures == ["tiny-loss", "gradient:positive-weight"]
+    assert explained_by(report, "tiny-loss") | explained_by(report, "gradient:positive-weight") == failing(report)
+    assert ("confident-close", "float64") in explained_by(report, "tiny-loss") & explained_by(
+        report, "gradient:positive-weight")
+
+
+def test_a_correct_implementation_stays_within_half_the_raised_tolerance():
+    """ROUNDING eps S has a margin of 2 over a straightforward PyTorch PCL (logits
+    ``log C_d(kappa_b) + kappa_b c_ab``, the stable loss), per anchor, in every run."""
+    report = validate(broken("correct_per_anchor"), framework="torch", reduction="none")
+    assert report.passed, report.to_text()
+    for r in report.results:
+        ref = r._ref
+        eps = np.finfo(r.dtype).eps
+        rel = np.abs(np.asarray(r._got_loss) - ref.losses) / np.maximum(ref.losses, ref.loss_floor / ref.loss_tol)
+        size = ref.logit_size - np.log(2 * r.n)
+        assert np.max(rel / (eps * size)) <= ROUNDING / 2, r.run
+
+
+def test_loss_underflowing_to_zero_is_measured_against_a_floor_of_subnormals():
+    """Where every per-anchor loss underflows to 0 (kappa 1e4 to 1e6), an answer a few
+    subnormals off passes, and one of 1e-300 does not."""
+    sub = np.finfo(np.float64).smallest_subnormal
+    case = {"cases": ["huge-kappa"], "dtypes": ["float64"], "reduction": "none"}
+    (r,) = validate(lambda *a: pcl_loss(*a, reduction="none"), **case).results
+    assert r.status == "pass" and np.all(r._ref.losses == 0)
+    assert validate(lambda *a: pcl_loss(*a, reduction="none") + 3 * sub, **case).passed
+    off = validate(lambda *a: pcl_loss(*a, reduction="none") + 1e-300, **case)
+    assert not off.passed and off.results[0].wrong == ("loss",)
+
+
+def test_tolerance_is_raised_only_where_the_logits_rounding_exceeds_it():
+    """SPEC section 6's tolerances, raised to ROUNDING eps S where the logits' size S makes that
+    larger; the report says which runs, and the reference meets SPEC's bound there anyway."""
+    report = validate(pcl_loss_and_grad, cases=["random", "large-d"], dtypes=["float64"])
+    by_case = {r.case: r for r in report.results}
+    assert by_case["random"].tolerances == {k: TOLERANCES["float64"][k != "loss"] for k in by_case["random"].errors}
+    large = by_case["large-d"]
+    size = float(np.max(large._ref.logit_size - np.log(2 * large.n)))
+    assert size > 1e4  # log C_d at d = 4096
+    assert large.tolerances["loss"] == pytest.approx(ROUNDING * np.finfo(np.float64).eps * size, rel=1e-12)
+    assert large.errors["loss"] <= TOLERANCES["float64"][0]
+    rows = {line.split()[0]: line for line in report.to_text().splitlines() if line.endswith(")") or " pass" in line}
+    assert "(tol loss" in rows["large-d"] and "(tol" not in rows["random"]
+
+
+# ---------------------------------------------------------------------------------------
+# Output dtype
+# ---------------------------------------------------------------------------------------
+
+
+def test_float64_output_for_float32_input_is_a_failure_with_a_clear_line():
+    report = validate(textbook("float64_output"))
+    assert report.signatures == ["dtype"]
+    assert report.runs("pass") == {run for run in report.runs() if run[1] == "float64"}
+    assert failing(report) == explained_by(report, "dtype") == {run for run in report.runs() if run[1] == "float32"}
+    line = "dtype: loss, z1, z2, kappa1, kappa2 in float64, expected float32 (the inputs' dtype)"
+    assert all(r.message == line and r.wrong == ("dtype",) for r in report.results if r.status == "fail")
+    assert line in report.to_text()
+    assert "Output dtype differs from the inputs'" in report.findings[0].summary
+    # its values are still measured, and are right
+    assert all(r.errors[k] <= r.tolerances[k] for r in report.results for k in r.errors)
+
+
+def test_python_float_loss_for_float32_input_is_reported():
+    report = validate(lambda *a: float(pcl_loss(*a)), cases=["random"])
+    (f64,) = [r for r in report.results if r.dtype == "float64"]
+    (f32,) = [r for r in report.results if r.dtype == "float32"]
+    assert f64.status == "pass"
+    assert f32.status == "fail" and f32.message == "dtype: loss in Python float, expected float32 (the inputs' dtype)"
+
+
+def test_torch_float64_output_for_float32_input_is_reported():
+    torch = pytest.importorskip("torch")
+    fn = broken("correct")
+    report = validate(lambda *a: fn(*(t.double() for t in a)), framework="torch", cases=["random"],
+                      dtypes=["float32"])
+    (r,) = report.results
+    assert r.status == "fail" and r.wrong == ("dtype",)
+    assert r.message.startswith("dtype: loss in float64, expected float32")  # autograd's grads are float32
+    assert torch.float32  # the gradients, taken by autograd, come back in the inputs' dtype
+
+
+# ---------------------------------------------------------------------------------------
+# Diagnosis lines are claims
+# ---------------------------------------------------------------------------------------
+
+
+def wrong_where(test):
+    """The reference, plus 1 on the cases where ``test(z1, z2, kappa1, kappa2)`` holds."""
+    def fn(z1, z2, k1, k2):
+        loss, grads = pcl_loss_and_grad(z1, z2, k1, k2)
+        return (loss + 1 if test(z1, z2, k1, k2) else loss), grads
+    return fn
+
+
+def test_fails_only_is_said_only_when_the_regime_holds_every_failure():
+    identical = lambda z1, z2, k1, k2: np.array_equal(z1, z2)
+    only = validate(wrong_where(identical))
+    assert only.signatures == ["identical-views"]
+    runs = {(c.name, dt) for c in battery("pcl") if "identical" in c.tags for dt in ("float64", "float32")}
+    assert failing(only) == runs
+    assert only.findings[0].summary == f"Fails only when the two views are identical (all {len(runs)} runs in this regime fail)"
+
+    tiny_norm = lambda z1, z2, k1, k2: min(np.min(np.linalg.norm(z, axis=1)) for z in (z1, z2)) < 1e-3
+    both = validate(wrong_where(lambda *a: identical(*a) or tiny_norm(*a)))
+    assert set(both.signatures) == {"identical-views", "tiny-norm"}
+    summaries = {f.signature: f.summary for f in both.findings}
+    assert summaries["identical-views"] == f"Fails when the two views are identical (all {len(runs)} runs in this regime fail)"
+    assert summaries["tiny-norm"].startswith("Fails with tiny raw norms (all ")
+    assert not any("only" in s for s in summaries.values())
+    assert set().union(*(set(f.runs) for f in both.findings)) == failing(both)
+
+
+def test_regime_counts_include_runs_another_finding_explains():
+    """+1 where some kappa = 0: an offset in float64 (unchanged when the directions are redrawn),
+    the rest by regime; the regime's count is of every failing run in it, not only the rest."""
+    report = validate(wrong_where(lambda z1, z2, k1, k2: bool(np.any(k1 == 0) or np.any(k2 == 0))))
+    assert report.signatures == ["constant-offset", "kappa-zero"]
+    offset, regime = report.findings
+    assert offset.summary.startswith("Constant offset of +1 ")
+    assert len(failing(report)) == 4 and set(offset.runs) | set(regime.runs) == failing(report)
+    assert regime.summary == "kappa = 0 is not handled (all 4 runs in this regime fail)"
+
+
+def test_a_near_zero_error_is_not_called_a_constant_offset():
+    """Two rounding-level errors agree to 1e-8 without being one offset (the textbook form's
+    errors at large d and at tiny losses once were)."""
+    report = validate(textbook("textbook_pcl"), dtypes=["float64"])
+    assert not any(s.startswith("constant-offset") for s in report.signatures)
+
+
+# ---------------------------------------------------------------------------------------
 # Report formats and the command line
 # ---------------------------------------------------------------------------------------
 
@@ -225,6 +436,9 @@ def test_json_report_is_complete_and_strict_json():
     assert doc["diagnoses"][0]["signature"] == "identical-views"
     assert doc["diagnoses"][0]["runs"][0]["case"] == "identical"
     assert set(doc["worst"]) == {"float64", "float32"}
+    good = [r for r in doc["runs"] if r["status"] == "pass"]
+    assert all(set(r["tolerances"]) == set(r["errors"]) and r["errors"]["loss"] <= r["tolerances"]["loss"]
+               for r in good)
 
 
 def test_cli_exit_status_and_json(capsys):
