@@ -19,14 +19,13 @@ size to train on the gradient of the global loss.
 Processes may hold different numbers of pairs. This module is PyTorch-specific glue; the
 mathematics is the array-API reference.
 
-The processes check each other
--------------------------------
-Before any data moves, every process validates its own inputs (the rules of
-:func:`probcon_ref.pcl_loss`, plus ``block_size``) and all processes exchange one small
-fixed-size record: whether the inputs are valid (and if not, the error), N, d, the dtype of
-each input, the reduction, the temperature and which loss is computed. Every process then
-reaches the same verdict and, when something is wrong, raises the same exception with the
-same message, naming the argument and the rank (the global rank):
+**The processes check each other.** Before any data moves, every process validates its
+own inputs (the rules of :func:`probcon_ref.pcl_loss`, plus ``block_size``) and all
+processes exchange one small fixed-size record: whether the inputs are valid (and if not,
+the error), N, d, the dtype of each input, the reduction, the temperature and which loss is
+computed. Every process then reaches the same verdict and, when something is wrong, raises
+the same exception with the same message, naming the argument and the rank (the global
+rank):
 
 * an invalid input on some rank (N = 0, a NaN, a negative kappa, ...): that rank's own
   exception type (``TypeError``/``ValueError``; any other exception becomes a
