@@ -198,7 +198,9 @@ def _may_overflow(xp, rules: ValueRules, largest_scale, smallest_row, weights, n
     w_abs = xp.abs(weights)
     log_w_sum, log_w_max = log(xp.sum(w_abs)), log(xp.max(w_abs))
     log_scale = log(largest_scale)
-    per_anchor = 4 * largest_scale + d * (1 + xp.log1p(largest_scale)) + math.log(2 * n)
+    # Clamped to the accepted range (beyond it a rule fails anyway), so that 4 k cannot overflow.
+    k = xp.minimum(largest_scale, _arrays.const(xp, largest_concentration(xp, weights.dtype), weights))
+    per_anchor = 4 * k + d * (1 + xp.log1p(k)) + math.log(2 * n)
     log_bound = xp.max(xp.stack([
         math.log(4) + log_scale + xp.maximum(log_w_max, log_w_sum) - log(smallest_row),  # dL/dz
         math.log(4) + log_w_sum,  # dL/dkappa
@@ -278,20 +280,22 @@ def finish(batch: Batch, losses, grads=None):
     """The loss (and gradients) in the caller's dtypes, checked when they may have overflowed.
 
     Only a batch whose bounds allow an output beyond its dtype's range is checked (a second
-    host synchronisation, for such batches alone); a non-finite output is an
-    ``OverflowError`` that names it, never a silent inf.
+    host synchronisation, for such batches alone), before the cast to the caller's dtype:
+    an output that is not finite, or whose magnitude exceeds the largest number of that
+    dtype, is an ``OverflowError`` that names it, never a silent inf.
     """
-    loss = finish_loss(batch, losses)
-    out = None if grads is None else grads_to_input_dtypes(batch, grads)
+    xp = batch.xp
+    value = losses if batch.reduction == "none" or losses.ndim == 0 else xp.sum(batch.weights * losses)
+    named = [("the loss", value, batch.loss_dtype)]
+    if grads is not None:
+        named += [(f"the gradient with respect to {name}", g, dt)
+                  for name, g, dt in zip(GRAD_NAMES[len(grads)], grads, batch.grad_dtypes)]
     if batch.check_outputs:
-        xp = batch.xp
-        named = [("the loss", loss)]
-        if out is not None:
-            named += [(f"the gradient with respect to {name}", g) for name, g in zip(GRAD_NAMES[len(out)], out)]
-        finite = xp.stack([xp.all(xp.isfinite(a)) for _, a in named])
-        if not bool(xp.all(finite)):
-            for (what, a), ok in zip(named, finite):
+        fits = [xp.all(xp.abs(a) <= float(xp.finfo(dt).max)) for _, a, dt in named]  # False for NaN too
+        if not bool(xp.all(xp.stack(fits))):
+            for (what, _, dt), ok in zip(named, fits):
                 if not bool(ok):
-                    raise OverflowError(f"{what} is not representable in {a.dtype}: its magnitude exceeds "
-                                        f"the largest {a.dtype} ({float(xp.finfo(a.dtype).max):.5g})")
-    return loss if grads is None else (loss, out)
+                    raise OverflowError(f"{what} is not representable in {dt}: its magnitude exceeds "
+                                        f"the largest {dt} ({float(xp.finfo(dt).max):.5g})")
+    out = [_arrays.to_output(xp, a, dt) for _, a, dt in named]
+    return out[0] if grads is None else (out[0], tuple(out[1:]))

@@ -150,3 +150,150 @@ def test_half_precision_computes_in_float32_and_returns_half():
     assert abs(float(loss) - float(ref)) <= 2e-3 * abs(float(ref))
     zb = torch.as_tensor(_batch()[0], dtype=torch.bfloat16)
     assert pr.ntxent_loss(zb, zb).dtype == torch.bfloat16
+
+
+# ---------------------------------------------------------------------------------------
+# Results beyond the output dtype's range: a clear error, never a silent inf or NaN
+# ---------------------------------------------------------------------------------------
+
+
+def test_float16_loss_beyond_its_range_is_an_overflow_error():
+    z = np.float16([[1, 0], [1, 0]])
+    k = np.float16([4e4, 4e4])
+    true = float(pr.pcl_loss(z.astype(np.float64), -z.astype(np.float64), k.astype(np.float64), k.astype(np.float64)))
+    assert true > float(np.finfo(np.float16).max)  # the claim the message makes
+    with pytest.raises(OverflowError, match="the loss is not representable in float16"):
+        pr.pcl_loss(z, -z, k, k)
+
+
+def test_float16_gradient_beyond_its_range_names_the_block():
+    rng = np.random.default_rng(4)
+    z1, z2 = (1e-4 * rng.standard_normal((2, 4, 8))).astype(np.float16)
+    k = np.full(4, 100.0, dtype=np.float16)
+    wide = pr.pcl_loss_and_grad(z1.astype(np.float64), z2.astype(np.float64), k.astype(np.float64), k.astype(np.float64))
+    assert np.max(np.abs(wide[1].z1)) > float(np.finfo(np.float16).max)
+    with pytest.raises(OverflowError, match="gradient with respect to z1 is not representable in float16"):
+        pr.pcl_loss_and_grad(z1, z2, k, k)
+
+
+def test_float16_results_inside_the_range_come_out_finite():
+    z1, z2, k1, k2 = _batch(n=4, d=8)
+    half = [a.astype(np.float16) for a in (z1, z2, k1, k2)]
+    loss, grads = pr.pcl_loss_and_grad(*half)
+    want_loss, want = pr.pcl_loss_and_grad(*[a.astype(np.float32) for a in half])
+    assert loss.dtype == np.float16 and np.isfinite(loss)
+    assert float(loss) == float(np.float16(want_loss))  # the float32 result rounded once
+    for g, w in zip(grads, want):
+        assert g.dtype == np.float16 and np.array_equal(g, w.astype(np.float16))
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # NumPy reports the overflow first
+def test_gradient_beyond_float64_names_the_block():
+    """A row of norm 5e-324: the gradient is that of a unit row divided by 5e-324."""
+    z1 = np.array([[5e-324, 0, 0, 0], [0, 1.0, 0, 0]])
+    z2 = np.array([[1.0, 0.3, 0, 0], [0, 1.0, 0.2, 0]])
+    k = np.array([3.0, 2.0])
+    unit = z1.copy()
+    unit[0, 0] = 1.0
+    g_unit = pr.pcl_loss_and_grad(unit, z2, k, k)[1].z1[0]
+    assert np.max(np.abs(g_unit)) > np.finfo(np.float64).max * 5e-324  # so the true gradient exceeds the range
+    with pytest.raises(OverflowError, match="gradient with respect to z1 is not representable in float64"):
+        pr.pcl_loss_and_grad(z1, z2, k, k)
+    assert np.isfinite(float(pr.pcl_loss(z1, z2, k, k)))  # the loss itself is representable
+
+
+@pytest.mark.parametrize("dtype, big", [(np.float64, 1.6e308), (np.float32, 2.95e38)])
+def test_kappa_beyond_the_range_is_a_value_error(dtype, big):
+    z1, z2, k1, k2 = _batch(dtype=dtype)
+    k1 = k1.copy()
+    k1[1] = big
+    with pytest.raises(ValueError, match="kappa1 must be at most"):
+        pr.pcl_loss(z1, z2, k1, k2)
+    k1[1] = float(np.finfo(dtype).max) / 16  # inside the range: finite
+    assert np.isfinite(float(pr.pcl_loss(z1, z2, k1, k2)))
+
+
+@pytest.mark.parametrize("tau", [1e-310, 5.6e-309])
+def test_temperature_beyond_the_range_is_a_value_error(tau):
+    z1, z2, _, _ = _batch()
+    with pytest.raises(ValueError, match="temperature must be at least"):
+        pr.ntxent_loss(z1, z2, temperature=tau)
+    assert np.isfinite(float(pr.ntxent_loss(z1, z2, temperature=1e-300)))
+
+
+# ---------------------------------------------------------------------------------------
+# Scalars of any library, masked arrays
+# ---------------------------------------------------------------------------------------
+
+
+def test_temperature_accepts_numpy_scalars_and_zero_d_arrays():
+    z1, z2, _, _ = _batch()
+    want = float(pr.ntxent_loss(z1, z2, temperature=0.25))
+    for tau in (np.float32(0.25), np.float64(0.25), np.array(0.25), np.array(0.25, dtype=np.float32)):
+        assert float(pr.ntxent_loss(z1, z2, temperature=tau)) == want
+    assert float(pr.ntxent_loss(z1, z2, temperature=np.int64(1))) == float(pr.ntxent_loss(z1, z2, temperature=1.0))
+    torch = pytest.importorskip("torch")
+    assert float(pr.ntxent_loss(z1, z2, temperature=torch.tensor(0.25, dtype=torch.float64))) == want
+    for bad in (True, np.True_, np.array([0.25, 0.5]), "0.25", 0.25j):
+        with pytest.raises(TypeError, match="temperature must be a real number"):
+            pr.ntxent_loss(z1, z2, temperature=bad)
+
+
+def test_dimension_and_order_accept_numpy_integers():
+    k = np.array([0.0, 2.0, 50.0])
+    want = special.log_vmf_normalizer(128, k)
+    np.testing.assert_array_equal(special.log_vmf_normalizer(np.int64(128), k), want)
+    np.testing.assert_array_equal(special.log_vmf_normalizer(np.array(128), k), want)
+    np.testing.assert_array_equal(special.log_iv(np.float32(63.0), k), special.log_iv(63.0, k))
+    np.testing.assert_array_equal(special.inverse_bessel_ratio(np.int64(63), np.array([0.5])),
+                                  special.inverse_bessel_ratio(63.0, np.array([0.5])))
+
+
+def test_masked_arrays_are_a_type_error():
+    z1, z2, k1, k2 = _batch()
+    masked = np.ma.masked_array(z1, mask=np.zeros_like(z1, dtype=bool))
+    with pytest.raises(TypeError, match="z1 is a masked array"):
+        pr.pcl_loss(masked, z2, k1, k2)
+    with pytest.raises(TypeError, match="kappa2 is a masked array"):
+        pr.pcl_loss(z1, z2, k1, np.ma.masked_array(k2))
+
+
+# ---------------------------------------------------------------------------------------
+# One host synchronisation per call
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def host_reads(monkeypatch):
+    """Counts every conversion of an array-api-strict array to a Python scalar (a host read)."""
+    xs = pytest.importorskip("array_api_strict")
+    cls = type(xs.asarray(1.0))
+    count = {"n": 0}
+    for name in ("__bool__", "__int__", "__float__", "__index__", "__complex__"):
+        original = getattr(cls, name)
+
+        def counted(self, _original=original):
+            count["n"] += 1
+            return _original(self)
+
+        monkeypatch.setattr(cls, name, counted)
+    return xs, count
+
+
+@pytest.mark.parametrize("kappa_high", [10.0, 5e4])  # the plain and the compensated logits
+def test_each_call_reads_the_host_once(host_reads, kappa_high):
+    xs, count = host_reads
+    z1, z2, k1, k2 = [xs.asarray(a) for a in _batch(n=5, d=6)]
+    k2 = k2 * kappa_high
+    calls = [
+        lambda: pr.pcl_loss(z1, z2, k1, k2),
+        lambda: pr.pcl_loss(z1, z2, k1, k2, reduction="none"),
+        lambda: pr.pcl_loss_and_grad(z1, z2, k1, k2),
+        lambda: pr.pcl_loss_and_grad(z1, z2, k1, k2, weights=xs.ones(10, dtype=xs.float64)),
+        lambda: pr.ntxent_loss(z1, z2, temperature=1 / kappa_high),
+        lambda: pr.ntxent_loss_and_grad(z1, z2, temperature=1 / kappa_high, block_size=2),
+    ]
+    for call in calls:
+        count["n"] = 0
+        call()
+        assert count["n"] == 1, count["n"]

@@ -201,3 +201,111 @@ def test_array_api_strict_runs_the_same_code():
         np.testing.assert_array_equal(np.from_dlpack(got), fn(order, x))
     got = special.log_vmf_normalizer(4096, xs.asarray(x))
     np.testing.assert_array_equal(np.from_dlpack(got), special.log_vmf_normalizer(4096, x))
+
+
+# ---------------------------------------------------------------------------------------
+# The inverse ratio near both ends, and the branch switch under autograd
+# ---------------------------------------------------------------------------------------
+
+
+def _mp_ratio(mp, nu: float, x: float):
+    if x == 0:
+        return mp.mpf(0)
+    return mp.besseli(nu + 1, x, maxterms=10**6) / mp.besseli(nu, x, maxterms=10**6)
+
+
+def _ends(dtype, count: int) -> np.ndarray:
+    """``rho`` from the smallest subnormal to 1e-2 and from 1e-1 below 1 to the largest float below 1."""
+    info = np.finfo(dtype)
+    near0 = np.geomspace(float(info.smallest_subnormal), 1e-2, count)
+    near1 = 1 - np.geomspace(float(info.eps) / 2, 1e-1, count)
+    top = [np.nextafter(dtype(1), dtype(0))]
+    for _ in range(3):
+        top.append(np.nextafter(top[-1], dtype(0)))
+    rho = np.concatenate([near0.astype(dtype), near1.astype(dtype), np.array(top, dtype)])
+    return np.unique(rho[(rho > 0) & (rho < 1)])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("nu", [0.0, 1.0, 63.0, 2047.0])
+def test_inverse_bessel_ratio_near_both_ends(nu, dtype):
+    """Finite for every rho in (0, 1) and as accurate as rho's own rounding allows.
+
+    Backward: ``|A(x) - rho| <= 6 eps rho + 2 tiny`` (mpmath evaluates A at the returned x).
+    Forward: the error of x, ``|A(x) - rho| / A'(x)``, within ``6 eps x (1 + cond) + tiny``, where
+    ``cond = rho / (x A'(x))`` is how much a relative change of rho is amplified (about
+    ``1 / (1 - rho)`` near 1, so no algorithm can do better there).
+    """
+    mp = pytest.importorskip("mpmath")
+    eps, tiny = float(np.finfo(dtype).eps), float(np.finfo(dtype).smallest_subnormal)
+    rho = _ends(dtype, 14)
+    x = special.inverse_bessel_ratio(nu, rho)
+    assert x.dtype == dtype and np.all(np.isfinite(x)) and np.all(x > 0)
+    worst_back = worst_fwd = 0.0
+    with mp.workdps(40):
+        for r, xi in zip(rho.tolist(), x.tolist()):
+            a = _mp_ratio(mp, nu, xi)
+            back = float(abs(a - r) / (eps * r + tiny))
+            slope = 1 - a * a - (2 * nu + 1) * a / xi
+            cond = r / (slope * xi)
+            fwd = float(abs(a - r) / slope / (eps * xi * (1 + cond) + tiny))
+            worst_back, worst_fwd = max(worst_back, back), max(worst_fwd, fwd)
+    record("inverse_bessel_ratio backward, eps rho", dtype.__name__, worst_back, 6, f"nu={nu}")
+    record("inverse_bessel_ratio forward, eps x (1+cond)", dtype.__name__, worst_fwd, 6, f"nu={nu}")
+    assert worst_back <= 6 and worst_fwd <= 6, (worst_back, worst_fwd)
+
+
+@pytest.mark.parametrize("nu, rho", [(63.0, np.float32([0.9999962])), (1.0, np.array([0.9999999999999999])),
+                                     (2047.0, np.array([1 - 1e-13])), (0.5, np.array([1e-310]))])
+def test_inverse_bessel_ratio_reported_nans_are_finite(nu, rho):
+    x = special.inverse_bessel_ratio(nu, rho)
+    assert np.all(np.isfinite(x)) and np.all(x > 0)
+    np.testing.assert_allclose(special.bessel_ratio(nu, x), rho, rtol=8 * np.finfo(rho.dtype).eps)
+
+
+def test_inverse_bessel_ratio_iterations_converge():
+    rho = np.array([1e-3, 0.3, 0.9, 0.999, 1 - 1e-9])
+    default = special.inverse_bessel_ratio(14.5, rho)
+    np.testing.assert_allclose(special.inverse_bessel_ratio(14.5, rho, iterations=40), default, rtol=1e-15)
+    one = special.inverse_bessel_ratio(14.5, rho, iterations=1)  # inside Amos's bracket after any count
+    lo, hi = special.ratio_bracket(np, 14.5, rho)
+    assert np.all(one >= lo * (1 - 1e-15)) and np.all(one <= hi * (1 + 1e-15))
+
+
+@pytest.mark.parametrize("nu", [0.0, 2.5, 14.0])
+def test_autograd_at_the_branch_switch_gets_the_whole_derivative(nu):
+    """At ``x = x_s`` (15 in float64) the series and recurrence branches meet; the derivative of
+    ``log I_nu`` there is ``A_nu(x) + nu / x`` (DLMF 10.29.2), not half of it."""
+    torch = pytest.importorskip("torch")
+    xs = special.plan_for_eps(float(np.finfo(np.float64).eps)).series_max_x
+    x = torch.tensor([xs, xs * (1 + 1e-9), xs * (1 - 1e-9)], dtype=torch.float64, requires_grad=True)
+    special.log_iv(nu, x).sum().backward()
+    want = special.bessel_ratio(nu, x.detach()) + nu / x.detach()
+    torch.testing.assert_close(x.grad, want, rtol=1e-9, atol=0)
+    k = torch.tensor([xs], dtype=torch.float64, requires_grad=True)
+    special.log_vmf_normalizer(int(2 * nu + 2), k).sum().backward()
+    torch.testing.assert_close(k.grad, -special.bessel_ratio(nu, k.detach()), rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("d", [2, 3, 8, 33, 64, 200, 4096])
+def test_normalizer_shift_and_peak_against_mpmath(d):
+    """Both forms to their own precision: ``shift`` within 2e-14 of max(1, |shift|), ``peak``
+    within 2e-14 of max(1, |peak|) (the peak is much smaller than the shift at large kappa)."""
+    mp = pytest.importorskip("mpmath")
+    kappa = np.array([0.0, 1e-300, 1e-6, 0.5, 14.9, 15.0, 15.1, 99.0, 2e3, 1e5, 1e6, 1e12, 1e300])
+    terms = special.log_vmf_normalizer_terms_working(np, d, kappa)
+    nu = mp.mpf(d) / 2 - 1
+    worst = 0.0
+    with mp.workdps(50):
+        def scaled(x):
+            return -nu * mp.log(2) - mp.loggamma(nu + 1) if x == 0 else mp.log(mp.besseli(nu, x, maxterms=10**6)) - nu * mp.log(x)
+
+        for k, shift, peak in zip(kappa.tolist(), terms.shift.tolist(), terms.peak.tolist()):
+            if k > 1e13:  # mpmath's series is too slow there; the forms must still be finite
+                assert math.isfinite(shift) and math.isfinite(peak)
+                continue
+            want = -(scaled(mp.mpf(k)) - scaled(mp.mpf(0)))
+            worst = max(worst, float(abs(shift - want) / max(1, abs(want))),
+                        float(abs(peak - (want + k)) / max(1, abs(want + k))))
+    record("normaliser shift and peak / max(1, |value|)", "float64", worst, 2e-14, f"d={d}")
+    assert worst <= 2e-14

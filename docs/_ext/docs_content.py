@@ -33,6 +33,7 @@ CORE_MODULES = ("probcon_ref", "probcon_ref.loss", "probcon_ref.special")
 #: public module of the package that appears later is appended after these.
 OPTIONAL_MODULES = {
     "probcon_ref.torch": "PyTorch integration.",
+    "probcon_ref.torch.distributed": "The exact loss over the processes of a `torch.distributed` group.",
     "probcon_ref.testing": "Validating another implementation against the reference.",
     "probcon_ref.vectors": "Portable golden vectors.",
     "probcon_ref.check": "The `probcon-ref check` command.",
