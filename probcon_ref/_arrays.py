@@ -146,7 +146,8 @@ def real_scalar(value, name: str) -> float:
 
 def integer_scalar(value, name: str) -> int:
     """An integer of any integer type (``operator.index``) as a Python int; bool is a ``TypeError``."""
-    if isinstance(value, (bool, np.bool_)):
+    if isinstance(value, (bool, np.bool_)) or (array_api_compat.is_array_api_obj(value)
+                                               and array_api_compat.array_namespace(value).isdtype(value.dtype, "bool")):
         raise TypeError(f"{name} must be an integer, got bool")
     try:
         return operator.index(value)

@@ -383,9 +383,14 @@ def check_block_size(block_size) -> int | None:
     """``None`` or a positive integer of any integer type; ``TypeError``/``ValueError`` otherwise."""
     if block_size is None:
         return None
-    value = _arrays.integer_scalar(block_size, "block_size")
+    message = "block_size must be a positive integer or None, got {}"
+    try:
+        value = _arrays.integer_scalar(block_size, "block_size")
+    except TypeError as exc:
+        got = "bool" if str(exc).endswith("bool") else type(block_size).__name__
+        raise TypeError(message.format(got)) from None
     if value < 1:
-        raise ValueError(f"block_size must be a positive integer or None, got {block_size!r}")
+        raise ValueError(message.format(value))
     return value
 
 

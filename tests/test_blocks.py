@@ -35,7 +35,7 @@ def test_blocked_equals_unblocked(block_size):
 @pytest.mark.parametrize("bad, exc", [(0, ValueError), (-3, ValueError), (np.int64(0), ValueError),
                                       (2.5, TypeError), (True, TypeError), ("8", TypeError)])
 def test_block_size_must_be_positive_int(bad, exc):
-    with pytest.raises(exc, match="block_size must be a positive integer|block_size must be an integer"):
+    with pytest.raises(exc, match="block_size must be a positive integer or None, got"):
         pr.pcl_loss(*_batch(), block_size=bad)
 
 

@@ -398,3 +398,13 @@ def test_training_decreases_the_loss(torch, T, device, positive):
     assert last < 0.75 * first, f"loss went from {first:.3f} to {last:.3f}"
     assert head_moved > 1e-3, "the confidence head received no gradient"
     assert np.all(kappas > 0) and kappas[-1].std() > 0  # confidences differ between views
+
+
+def test_half_precision_loss_beyond_its_range_is_an_overflow_error(torch, T):
+    z = torch.tensor([[1.0, 0.0], [1.0, 0.0]], dtype=torch.float16)
+    k = torch.full((2,), 4e4, dtype=torch.float16)
+    wide = float(T.pcl_loss(z.double(), -z.double(), k.double(), k.double()))
+    assert wide > torch.finfo(torch.float16).max  # the claim the message makes
+    with pytest.raises(OverflowError, match="the loss is not representable in torch.float16"):
+        T.PCLLoss()(z, -z, k, k)
+    assert torch.isfinite(T.PCLLoss()(z, z, k, k))  # representable results stay finite

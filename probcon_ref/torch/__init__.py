@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import operator
 
 try:
     import torch
@@ -76,22 +75,6 @@ def _check_reduction(reduction) -> str:
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     return reduction
-
-
-def _check_block_size(block_size):
-    """``None`` or a positive Python int (from any integer type); bool is refused."""
-    if block_size is None:
-        return None
-    message = "block_size must be a positive integer or None, got {}"
-    if isinstance(block_size, bool) or (isinstance(block_size, torch.Tensor) and block_size.dtype == torch.bool):
-        raise TypeError(message.format("bool"))
-    try:
-        value = operator.index(block_size)
-    except TypeError:
-        raise TypeError(message.format(type(block_size).__name__)) from None
-    if value < 1:
-        raise ValueError(message.format(value))
-    return value
 
 
 def _autocast_off(device: torch.device):
@@ -181,7 +164,11 @@ class _ReferenceLoss(torch.autograd.Function):
                 ctx.save_for_backward(*grads)
             else:
                 value = loss(*work, reduction=reduction)
-        return value.to(out_dtype)
+        out = value.to(out_dtype)
+        if out_dtype in _HALF and not bool(torch.isfinite(out).all()):  # a host read for half outputs only
+            raise OverflowError(f"the loss is not representable in {out_dtype}: its magnitude exceeds the "
+                                f"largest {out_dtype} ({torch.finfo(out_dtype).max:.5g})")
+        return out
 
     @staticmethod
     @_differentiable_once
@@ -229,7 +216,7 @@ def pcl_loss(z1, z2, kappa1, kappa2, *, reduction: str = "mean", block_size: int
     """
     _check_tensors(z1=z1, z2=z2, kappa1=kappa1, kappa2=kappa2)
     reduction = _check_reduction(reduction)
-    block_size = _check_block_size(block_size)
+    block_size = _loss.check_block_size(block_size)
     grad_wanted = _grad_wanted(z1, z2, kappa1, kappa2)
     return _ReferenceLoss.apply(functools.partial(_loss.pcl_loss, block_size=block_size),
                                 functools.partial(_loss.pcl_loss_and_grad, block_size=block_size),
@@ -244,7 +231,7 @@ def ntxent_loss(z1, z2, *, temperature: float = 0.5, reduction: str = "mean", bl
     _check_tensors(z1=z1, z2=z2)
     temperature = check_positive_scalar(temperature, "temperature")
     reduction = _check_reduction(reduction)
-    block_size = _check_block_size(block_size)
+    block_size = _loss.check_block_size(block_size)
     bound = {"temperature": temperature, "block_size": block_size}
     return _ReferenceLoss.apply(functools.partial(_loss.ntxent_loss, **bound),
                                 functools.partial(_loss.ntxent_loss_and_grad, **bound),
@@ -261,7 +248,7 @@ class PCLLoss(torch.nn.Module):
     def __init__(self, reduction: str = "mean", block_size: int | None = None):
         super().__init__()
         self.reduction = _check_reduction(reduction)
-        self.block_size = _check_block_size(block_size)
+        self.block_size = _loss.check_block_size(block_size)
 
     def forward(self, out0, out1, kappa0, kappa1):
         return pcl_loss(out0, out1, kappa0, kappa1, reduction=self.reduction, block_size=self.block_size)
@@ -277,7 +264,7 @@ class NTXentLoss(torch.nn.Module):
         super().__init__()
         self.temperature = check_positive_scalar(temperature, "temperature")
         self.reduction = _check_reduction(reduction)
-        self.block_size = _check_block_size(block_size)
+        self.block_size = _loss.check_block_size(block_size)
 
     def forward(self, out0, out1):
         return ntxent_loss(out0, out1, temperature=self.temperature, reduction=self.reduction,

@@ -58,6 +58,7 @@ import torch.distributed as dist
 
 from .. import _inputs
 from ..loss import (
+    check_block_size,
     Accumulated,
     NTXentGrads,
     PCLGrads,
@@ -70,7 +71,7 @@ from ..loss import (
     pcl_concentrations,
     unit_directions,
 )
-from . import _autocast_off, _check_block_size, _check_tensors, _differentiable_once, _scaled
+from . import _autocast_off, _check_tensors, _differentiable_once, _scaled
 
 __all__ = ["pcl_loss", "ntxent_loss", "pcl_loss_and_grad", "ntxent_loss_and_grad"]
 
@@ -298,13 +299,13 @@ def _pcl_inputs(z1, z2, kappa1, kappa2, reduction, block_size):
     _check_tensors(z1=z1, z2=z2, kappa1=kappa1, kappa2=kappa2)
     batch = _inputs.pcl_batch(z1.detach(), z2.detach(), kappa1.detach(), kappa2.detach(), reduction, None,
                               allow_none=False)
-    return batch, _check_block_size(block_size)
+    return batch, check_block_size(block_size)
 
 
 def _ntxent_inputs(z1, z2, temperature, reduction, block_size):
     _check_tensors(z1=z1, z2=z2)
     batch = _inputs.ntxent_batch(z1.detach(), z2.detach(), temperature, reduction, None, allow_none=False)
-    return batch, _check_block_size(block_size)
+    return batch, check_block_size(block_size)
 
 
 # ---------------------------------------------------------------------------------------
@@ -313,18 +314,18 @@ def _ntxent_inputs(z1, z2, temperature, reduction, block_size):
 
 
 def _pcl_global(batch, group, block_size):
-    """The global PCL in the caller's dtype, and the gradient blocks in the working dtype."""
+    """The global PCL and its gradient blocks, in the working dtype."""
     with torch.no_grad(), _autocast_off(batch.z.device):
         loss, g_z, g_k = _global_loss_and_grad(batch, batch.kappa, None, group, block_size)
     n = batch.n
-    return _inputs.finish_loss(batch, loss), (g_z[:n], g_z[n:], g_k[:n], g_k[n:])
+    return loss, (g_z[:n], g_z[n:], g_k[:n], g_k[n:])
 
 
 def _ntxent_global(batch, group, block_size):
     with torch.no_grad(), _autocast_off(batch.z.device):
         loss, g_z, _ = _global_loss_and_grad(batch, None, batch.temperature, group, block_size)
     n = batch.n
-    return _inputs.finish_loss(batch, loss), (g_z[:n], g_z[n:])
+    return loss, (g_z[:n], g_z[n:])
 
 
 def pcl_loss_and_grad(z1, z2, kappa1, kappa2, *, reduction: str = "mean", group=None, block_size=None):
@@ -336,8 +337,8 @@ def pcl_loss_and_grad(z1, z2, kappa1, kappa2, *, reduction: str = "mean", group=
     """
     batch, block_size = _agreed(_PCL, group, z1,
                                 lambda: _pcl_inputs(z1, z2, kappa1, kappa2, reduction, block_size))
-    loss, grads = _pcl_global(batch, group, block_size)
-    return loss, PCLGrads(*_inputs.grads_to_input_dtypes(batch, grads))
+    loss, grads = _inputs.finish(batch, *_pcl_global(batch, group, block_size))
+    return loss, PCLGrads(*grads)
 
 
 def ntxent_loss_and_grad(z1, z2, *, temperature: float = 0.5, reduction: str = "mean", group=None,
@@ -345,23 +346,24 @@ def ntxent_loss_and_grad(z1, z2, *, temperature: float = 0.5, reduction: str = "
     """Global NT-Xent over the group and its gradient with respect to this process's views."""
     batch, block_size = _agreed(_NTXENT, group, z1,
                                 lambda: _ntxent_inputs(z1, z2, temperature, reduction, block_size))
-    loss, grads = _ntxent_global(batch, group, block_size)
-    return loss, NTXentGrads(*_inputs.grads_to_input_dtypes(batch, grads))
+    loss, grads = _inputs.finish(batch, *_ntxent_global(batch, group, block_size))
+    return loss, NTXentGrads(*grads)
 
 
 class _GlobalLoss(torch.autograd.Function):
     """Forward: the global loss; backward: the analytic gradient, scaled by ``grad_output``.
 
-    ``compute()`` returns the loss in the caller's dtype and the gradient blocks in the
-    working dtype; ``grad_dtypes`` are the inputs' dtypes, which the scaled gradients take.
+    ``compute()`` returns the loss and the gradient blocks in the working dtype; the loss is
+    returned in the caller's dtype (checked against its range, :func:`probcon_ref._inputs.finish`),
+    and the scaled gradients take the dtypes of ``batch``'s inputs.
     """
 
     @staticmethod
-    def forward(ctx, compute, grad_dtypes, *inputs):
+    def forward(ctx, compute, batch, *inputs):
         loss, grads = compute()
-        ctx.dtypes = grad_dtypes
+        ctx.dtypes = batch.grad_dtypes
         ctx.save_for_backward(*grads)
-        return loss
+        return _inputs.finish(batch, loss)
 
     @staticmethod
     @_differentiable_once
@@ -376,7 +378,7 @@ def pcl_loss(z1, z2, kappa1, kappa2, *, reduction: str = "mean", group=None, blo
     batch, block_size = _agreed(_PCL, group, z1,
                                 lambda: _pcl_inputs(z1, z2, kappa1, kappa2, reduction, block_size))
     compute = functools.partial(_pcl_global, batch, group, block_size)
-    return _GlobalLoss.apply(compute, batch.grad_dtypes, z1, z2, kappa1, kappa2)
+    return _GlobalLoss.apply(compute, batch, z1, z2, kappa1, kappa2)
 
 
 def ntxent_loss(z1, z2, *, temperature: float = 0.5, reduction: str = "mean", group=None, block_size=None):
@@ -384,4 +386,4 @@ def ntxent_loss(z1, z2, *, temperature: float = 0.5, reduction: str = "mean", gr
     batch, block_size = _agreed(_NTXENT, group, z1,
                                 lambda: _ntxent_inputs(z1, z2, temperature, reduction, block_size))
     compute = functools.partial(_ntxent_global, batch, group, block_size)
-    return _GlobalLoss.apply(compute, batch.grad_dtypes, z1, z2)
+    return _GlobalLoss.apply(compute, batch, z1, z2)
