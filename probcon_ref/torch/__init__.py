@@ -15,6 +15,9 @@ reference's mathematics runs unchanged on the tensors, on their device.
   (promoted) dtype and each gradient in its own input's dtype. The float32 gradient is
   scaled by the incoming gradient before it is rounded, so a gradient scaler for mixed
   precision keeps the small gradients it is there to keep.
+* A half-precision loss beyond its dtype's range is an ``OverflowError`` (checked only for
+  half-precision outputs, one host read), never a silent inf; half-precision *gradients* keep
+  PyTorch's rule, under which an overflow is an inf that a gradient scaler detects and skips.
 * A non-finite incoming gradient (NaN or infinity, what a gradient scaler's overflow check
   looks for) propagates, whatever the reduction, as it does through PyTorch's own losses:
   the input gradients come out non-finite and nothing raises. For ``reduction="none"`` the
