@@ -9,7 +9,7 @@ The value rules (finite, non-zero rows, kappa's range, finite weights) are evalu
 arrays' device and read back together, as one integer, in one host synchronisation; only
 when it reports a broken rule are the rules checked one by one to build the message. The
 same read tells the caller two things about the batch that decide how it is computed:
-whether the logits need the compensated matrix product (:data:`COMPENSATE_ABOVE`) and
+whether the logits need the compensated matrix product (:func:`compensate_above`) and
 whether any output could leave the range of its dtype, in which case :func:`finish` checks
 the outputs before returning them.
 """
@@ -24,16 +24,34 @@ from . import _arrays
 
 REDUCTIONS = ("mean", "sum", "none")
 
-#: In float64, the matrix product forms ``kappa_b c_ab`` with an absolute rounding of about
-#: ``eps kappa_b``, which is the error of every logit. Above this concentration (or
-#: ``1/temperature``) that rounding could exceed a tenth of the 1e-12 per-anchor accuracy of
-#: SPEC section 6 (``2 eps kappa <= 1e-13``), and the logits come from the compensated
-#: product instead (:func:`probcon_ref.loss.compensated_block_logits`).
-COMPENSATE_ABOVE = 1e-13 / (2 * 2.0**-52)
+#: The logits' rounding that the plain matrix product may leave, relative to the 1e-12
+#: per-anchor accuracy of SPEC section 6 (see :func:`compensate_above`).
+LOGIT_ROUNDING_BUDGET = 5e-13
 
-#: The largest concentration (or ``1/temperature``) accepted, as a fraction of the working
-#: dtype's largest value: every logit, gap and shifted gap stays finite below it.
-KAPPA_RANGE = 1 / 8
+
+def compensate_above(d: int) -> float:
+    """The concentration (or ``1/temperature``) above which float64 logits are compensated.
+
+    The matrix product rounds ``c_ab`` by a few ``eps``: at most ``7 eps`` measured for
+    Gaussian, non-negative and spiked directions up to d = 4096, within the
+    ``(2 + log2 d) eps`` of a blocked summation; ``kappa_b`` multiplies that. Above
+    ``budget / ((2 + log2 d) eps)`` that rounding could pass :data:`LOGIT_ROUNDING_BUDGET`,
+    and the logits come from the compensated product instead
+    (:func:`probcon_ref.loss.compensated_block_logits`): about 750 at d = 2, 250 at d = 128,
+    160 at d = 4096. (Directions whose entries are exactly equal make the rounding grow
+    with d, to 88 eps at d = 4096; below this threshold they can cost up to ``90 eps kappa``.)
+    """
+    return LOGIT_ROUNDING_BUDGET / ((2 + math.log2(d)) * 2.0**-52)
+
+
+def largest_concentration(xp, dtype, n: int) -> float:
+    """The largest kappa (or ``1/temperature``) accepted in working dtype ``dtype`` for ``n`` pairs.
+
+    ``max / (16 N)``: a gradient sums up to ``2N`` terms of size ``kappa`` before its row factor
+    applies, and every logit and gap is at most ``4 kappa``; below this bound none of them
+    overflows.
+    """
+    return float(xp.finfo(dtype).max) / (16 * n)
 
 
 @dataclass(frozen=True)
@@ -50,7 +68,7 @@ class Batch:
     temperature: float | None
     loss_dtype: Any
     grad_dtypes: tuple
-    compensated: bool = False  # logits from the compensated product (see COMPENSATE_ABOVE)
+    compensated: bool = False  # logits from the compensated product (see compensate_above)
     check_outputs: bool = False  # an output may overflow its dtype: finish() checks them
 
 
@@ -92,23 +110,18 @@ def _common_dtype(xp, named: dict[str, Any]):
     return promoted, _arrays.working_dtype(xp, promoted, "inputs")
 
 
-def largest_concentration(xp, dtype) -> float:
-    """The largest kappa (or ``1/temperature``) accepted in working dtype ``dtype``."""
-    return float(xp.finfo(dtype).max) * KAPPA_RANGE
-
-
-def _check_kappa_range(xp, kappa, name: str) -> None:
-    top = largest_concentration(xp, kappa.dtype)
+def _check_kappa_range(xp, kappa, name: str, n: int) -> None:
+    top = largest_concentration(xp, kappa.dtype, n)
     if not bool(xp.all(kappa <= top)):
-        raise ValueError(f"{name} must be at most {top:.3g} (the largest {kappa.dtype} / 8), so that the "
-                         f"logits kappa * cos stay finite; it holds {float(xp.max(kappa)):.3g}")
+        raise ValueError(f"{name} must be at most {top:.3g} (the largest {kappa.dtype} / (16 N), N = {n}), so "
+                         f"that the logits and the gradient's sums stay finite; it holds {float(xp.max(kappa)):.3g}")
 
 
-def _check_temperature(xp, temperature: float, dtype) -> float:
-    low = 1 / largest_concentration(xp, dtype)
+def _check_temperature(xp, temperature: float, dtype, n: int) -> float:
+    low = 1 / largest_concentration(xp, dtype, n)
     if temperature < low:
-        raise ValueError(f"temperature must be at least {low:.3g} in {dtype}, so that 1/temperature times "
-                         f"a cosine stays finite; got {temperature:.3g}")
+        raise ValueError(f"temperature must be at least {low:.3g} in {dtype} for N = {n} (16 N / the largest "
+                         f"{dtype}), so that the logits and the gradient's sums stay finite; got {temperature:.3g}")
     return temperature
 
 
@@ -160,11 +173,11 @@ def _view_rules(rules: ValueRules, xp, z, n: int):
 
 
 def _kappa_rules(rules: ValueRules, xp, kappa, n: int) -> None:
-    top = _arrays.const(xp, largest_concentration(xp, kappa.dtype), kappa)
+    top = _arrays.const(xp, largest_concentration(xp, kappa.dtype, n), kappa)
     for name, part in (("kappa1", kappa[:n]), ("kappa2", kappa[n:])):
         rules.require(xp.all(xp.isfinite(part)), lambda p=part, m=name: _arrays.check_finite(xp, p, m))
         rules.require(xp.all(part >= 0), lambda p=part, m=name: _arrays.check_nonnegative(xp, p, m))
-        rules.require(xp.all(part <= top), lambda p=part, m=name: _check_kappa_range(xp, p, m))
+        rules.require(xp.all(part <= top), lambda p=part, m=name: _check_kappa_range(xp, p, m, n))
 
 
 def _reduction_weights(xp, rules: ValueRules, weights, reduction: str, n: int, like):
@@ -199,7 +212,7 @@ def _may_overflow(xp, rules: ValueRules, largest_scale, smallest_row, weights, n
     log_w_sum, log_w_max = log(xp.sum(w_abs)), log(xp.max(w_abs))
     log_scale = log(largest_scale)
     # Clamped to the accepted range (beyond it a rule fails anyway), so that 4 k cannot overflow.
-    k = xp.minimum(largest_scale, _arrays.const(xp, largest_concentration(xp, weights.dtype), weights))
+    k = xp.minimum(largest_scale, _arrays.const(xp, largest_concentration(xp, weights.dtype, n), weights))
     per_anchor = 4 * k + d * (1 + xp.log1p(k)) + math.log(2 * n)
     log_bound = xp.max(xp.stack([
         math.log(4) + log_scale + xp.maximum(log_w_max, log_w_sum) - log(smallest_row),  # dL/dz
@@ -231,7 +244,7 @@ def pcl_batch(z1, z2, kappa1, kappa2, reduction, weights, *, allow_none: bool) -
     largest = xp.max(kappa)
     grad_dtypes = (z1.dtype, z2.dtype, kappa1.dtype, kappa2.dtype)
     overflow = _may_overflow(xp, rules, largest, smallest_row, w, n, d, (loss_dtype, *grad_dtypes))
-    compensate = rules.fact(largest > COMPENSATE_ABOVE) if dtype == xp.float64 else None
+    compensate = rules.fact(largest > compensate_above(d)) if dtype == xp.float64 else None
     facts = rules.read()
     return Batch(xp, z, kappa, w, n, d, reduction, None, loss_dtype, grad_dtypes,
                  compensated=compensate is not None and facts[compensate], check_outputs=facts[overflow])
@@ -247,7 +260,7 @@ def ntxent_batch(z1, z2, temperature, reduction, weights, *, allow_none: bool) -
     if weights is not None:
         named["weights"] = weights
     loss_dtype, dtype = _common_dtype(xp, named)
-    _check_temperature(xp, temperature, dtype)
+    _check_temperature(xp, temperature, dtype, n)
     rules = ValueRules(xp)
     z = xp.concat([_arrays.to_working(xp, z1, dtype), _arrays.to_working(xp, z2, dtype)], axis=0)
     smallest_row = _view_rules(rules, xp, z, n)
@@ -256,7 +269,7 @@ def ntxent_batch(z1, z2, temperature, reduction, weights, *, allow_none: bool) -
     grad_dtypes = (z1.dtype, z2.dtype)
     overflow = _may_overflow(xp, rules, scale, smallest_row, w, n, d, (loss_dtype, *grad_dtypes))
     facts = rules.read()
-    compensated = dtype == xp.float64 and 1 / temperature > COMPENSATE_ABOVE
+    compensated = dtype == xp.float64 and 1 / temperature > compensate_above(d)
     return Batch(xp, z, None, w, n, d, reduction, temperature, loss_dtype, grad_dtypes,
                  compensated=compensated, check_outputs=facts[overflow])
 

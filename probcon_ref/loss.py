@@ -154,8 +154,9 @@ class SplitDirections(NamedTuple):
     """Directions split as ``mu = hi + lo`` for the compensated logits :eq:`eq-compensated-logits`.
 
     ``hi`` holds ``mu`` rounded to a multiple of ``2^-26``: every product of two such entries
-    is a multiple of ``2^-52`` below 1, and so is every partial sum of a dot product, which
-    float64 therefore holds exactly, in any order of summation. ``lo = mu - hi`` (exact, below
+    is a multiple of ``2^-52``, and so is every partial sum of a dot product, whose magnitude
+    stays below ``||hi_a|| ||hi_b|| < 2``; float64 therefore holds it exactly, in any order of
+    summation. ``lo = mu - hi`` (exact, below
     ``2^-27``). ``sq_hi = sum hi^2`` (exact) and ``sq_lo = ||mu||^2 - sq_hi = sum lo (hi + mu)``.
     """
 
@@ -189,7 +190,7 @@ def compensated_block_logits(xp, anchors: SplitDirections, candidates: SplitDire
     exact parts first, so nothing of size 1 is rounded before it cancels; the logit then takes
     the form of :func:`logits_from_terms` that rounds less. Costs two more
     matrix products (one of inner size ``2d``); used in float64 when some concentration
-    exceeds :data:`probcon_ref._inputs.COMPENSATE_ABOVE`.
+    exceeds :func:`probcon_ref._inputs.compensate_above`.
     """
     exact = anchors.hi @ xp.matrix_transpose(candidates.hi)
     small = (xp.concat([anchors.hi, anchors.lo], axis=1)

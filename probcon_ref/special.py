@@ -167,12 +167,13 @@ def _debye_pieces(xp, n: float, x, terms: int, *, derivative: bool = False):
 def _debye_log_ive(xp, n: float, x, terms: int):
     """``log I_n(x) - x`` by Debye's expansion :eq:`eq-debye` (order ``n >= n0``, ``x > 0``).
 
-    The exponential part ``s - x`` is written ``n^2 / (s + x)``, so that nothing of size ``x``
-    cancels: the result is of size ``log x`` however large ``x`` is.
+    With ``e = n / (s + x)``, the exponential part ``s - x`` is ``n e`` and
+    ``n log(x / (n + s)) = -n log1p((n + n e) / x)``: nothing of size ``x`` or ``n log x``
+    cancels, and the result keeps the digits of its own size however large ``x`` is.
     """
     s, log_sum = _debye_pieces(xp, n, x, terms)
-    return (n * (xp.log(x) - xp.log(n + s)) + n * (n / (s + x)) - 0.5 * _LOG_2PI - 0.5 * xp.log(s)
-            + log_sum)
+    e = n / (s + x)
+    return -n * xp.log1p((n + n * e) / x) + n * e - 0.5 * _LOG_2PI - 0.5 * xp.log(s) + log_sum
 
 
 def _debye_log_iv(xp, n: float, x, terms: int):
@@ -375,8 +376,8 @@ def _normalizer_terms(xp, nu: float, x) -> NormalizerTerms:
     Orders in Debye's range: :func:`_debye_normalizer_terms`. Below, with
     ``L(x) = log I_nu(x) - nu log x``: up to ``x_s``, ``shift = -log`` of the power series and
     ``peak = x + shift`` (both below ``x_s`` in size); beyond, from the recurrence's
-    ``log I_nu(x) - x``, ``peak = nu log x + L(0) - (log I_nu(x) - x)``, all of size ``log x``,
-    and ``shift = peak - x``.
+    ``log I_nu(x) - x``, ``peak = nu log x + L(0) - (log I_nu(x) - x)``, terms of size
+    ``nu log x`` at most, and ``shift = peak - x``.
     """
     plan = _plan(xp, x.dtype)
     if nu >= plan.debye_min_order:

@@ -209,8 +209,23 @@ def test_kappa_beyond_the_range_is_a_value_error(dtype, big):
     k1[1] = big
     with pytest.raises(ValueError, match="kappa1 must be at most"):
         pr.pcl_loss(z1, z2, k1, k2)
-    k1[1] = float(np.finfo(dtype).max) / 16  # inside the range: finite
+    with pytest.raises(ValueError, match=r"largest .* / \(16 N\), N = 3"):
+        pr.pcl_loss(z1, z2, k1, k2)
+    k1[1] = float(np.finfo(dtype).max) / (16 * 3)  # at the edge of the range: finite, gradients too
     assert np.isfinite(float(pr.pcl_loss(z1, z2, k1, k2)))
+    assert all(np.all(np.isfinite(g)) for g in pr.pcl_loss_and_grad(z1, z2, k1, k2)[1])
+
+
+def test_largest_accepted_kappa_gives_finite_gradients_for_identical_rows():
+    """The gradient sums 2N terms of size kappa before its row factor: the range is max / (16 N)."""
+    n = 20
+    z = np.tile(np.eye(1, 2), (n, 1))
+    top = float(np.finfo(np.float64).max) / (16 * n)
+    loss, grads = pr.pcl_loss_and_grad(z, z.copy(), np.full(n, top), np.full(n, top))
+    assert float(loss) == pytest.approx(np.log(2 * n - 1), rel=1e-12)  # every candidate ties
+    assert all(np.array_equal(g, np.zeros_like(g)) for g in grads[:2])  # exact: radial, projected to 0
+    nt_loss, nt_grads = pr.ntxent_loss_and_grad(z, z.copy(), temperature=1 / top)
+    assert np.isfinite(float(nt_loss)) and all(np.all(np.isfinite(g)) for g in nt_grads)
 
 
 @pytest.mark.parametrize("tau", [1e-310, 5.6e-309])
