@@ -6,7 +6,7 @@ runs on NumPy, PyTorch (CPU and CUDA), CuPy and any other conforming library.
 """
 
 from . import special
-from ._fused import use_fused_kernels
+from .cupy import use_fused_kernels
 from .loss import (
     NTXentGrads,
     PCLGrads,

@@ -261,7 +261,7 @@ class ElementwiseSteps:
     """The steps of the loss that are elementwise (or row-wise) work, as array-API operations.
 
     This is the reference. On CuPy arrays :func:`elementwise_steps` returns
-    :class:`probcon_ref._fused.FusedSteps` instead, which does each step in one kernel and
+    :class:`probcon_ref.cupy.FusedSteps` instead, which does each step in one kernel and
     is tested against this class; the matrix products and the gradient stay common code.
     """
 
@@ -298,7 +298,7 @@ def elementwise_steps(xp) -> ElementwiseSteps:
     CuPy's fused kernels for CuPy arrays (unless :func:`probcon_ref.use_fused_kernels` turns
     them off), the array-API reference everywhere else.
     """
-    from . import _fused
+    from . import cupy as _fused
 
     return _fused.steps_for(xp) or ElementwiseSteps(xp)
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from probcon_ref import _backends
+from probcon_ref.tools import backends as _backends
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS_TOML = ROOT / "backends" / "backends.toml"

@@ -1,4 +1,4 @@
-"""The fused CUDA kernels (probcon_ref/cuda/fused.cu), built for the host and run on NumPy arrays.
+"""The fused CUDA kernels (probcon_ref/cupy/fused.cu), built for the host and run on NumPy arrays.
 
 Every kernel loop is grid-stride, so with a grid and a block of one thread the same source
 is an ordinary C++ function over the whole array. A short prelude supplies what CUDA would
@@ -6,7 +6,7 @@ is an ordinary C++ function over the whole array. A short prelude supplies what 
 library is compiled with ``-ffp-contract=off`` so that each operation is rounded as written.
 
 :func:`host_launcher` returns a launcher with the signature of
-:class:`probcon_ref._fused.CupyLauncher`, so :class:`probcon_ref._fused.FusedSteps` runs
+:class:`probcon_ref.cupy.CupyLauncher`, so :class:`probcon_ref.cupy.FusedSteps` runs
 unchanged on NumPy arrays: the test then compares the fused path, Python and kernels
 together, with the reference.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from probcon_ref import _fused
+from probcon_ref import cupy as _fused
 
 PRELUDE = """
 #include <cmath>

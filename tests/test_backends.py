@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 import probcon_ref as pr
-from probcon_ref import _backends, special
+from probcon_ref import special
+from probcon_ref.tools import backends as _backends
 
 from conftest import DECLARED, case_params, declared_cases, require, skip_or_fail
 

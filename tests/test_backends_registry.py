@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from probcon_ref import _backends, check
+from probcon_ref.tools import backends as _backends
+from probcon_ref.tools import check
 
 from conftest import BACKENDS_TOML, DECLARED, ROOT, declared_cases, require, required_names, skip_or_fail
 
@@ -19,7 +20,7 @@ GPU_CHECK = ROOT / "backends" / "gpu-check"
 
 
 # ---------------------------------------------------------------------------------------
-# backends.toml against probcon_ref/_backends.py, check.py and CI
+# backends.toml against probcon_ref/tools/backends.py, check.py and CI
 # ---------------------------------------------------------------------------------------
 
 

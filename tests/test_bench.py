@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from probcon_ref import bench
-from probcon_ref.cli import main
+from probcon_ref.tools import bench
+from probcon_ref.tools.cli import main
 
 
 def test_quick_benchmark_writes_a_report(tmp_path, capsys):
@@ -52,7 +52,7 @@ def test_device_section_rehearses_on_the_cpu():
     """The GPU section's code, run on PyTorch's CPU: every case timed, ratios against the
     baseline and the floor computed from the times of the same run."""
     pytest.importorskip("torch")
-    from probcon_ref import bench_device
+    from probcon_ref.tools import bench_device
 
     r = bench_device.device_section(n2=128, d=16, device="cpu", repeats=3, budget_s=2.0)
     times = r["times_ms"]

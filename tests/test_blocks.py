@@ -51,7 +51,7 @@ def test_blocked_memory_is_bounded_by_the_block():
     One full (2N x 2N) float32 matrix is 256 MiB; the blocked pass keeps a handful of
     (128 x 8192) matrices (4 MiB each) plus O(2N d) vectors. Measured in a child process.
     """
-    from probcon_ref.bench import peak_extra_memory
+    from probcon_ref.tools.bench import peak_extra_memory
 
     full_matrix = 8192 * 8192 * 4
     blocked = peak_extra_memory("numpy-pcl", 8192, 32, "float32", block_size=128)

@@ -168,7 +168,7 @@ def test_docstring_examples_pass():
            "-p", "no:cacheprovider", "-o", "addopts=", "-o", "testpaths=",
            "-o", "doctest_optionflags=ELLIPSIS NORMALIZE_WHITESPACE"]
     if importlib.util.find_spec("torch") is None:  # the PyTorch modules cannot even be imported
-        cmd += ["--ignore=probcon_ref/torch", "--ignore=probcon_ref/_experiment_core.py"]
+        cmd += ["--ignore=probcon_ref/torch", "--ignore=probcon_ref/experiment/core.py"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"docstring examples failed:\n{out[-20000:]}"

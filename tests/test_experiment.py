@@ -19,9 +19,9 @@ pytest.importorskip("sklearn")
 pytest.importorskip("matplotlib")
 pytest.importorskip("tqdm")
 
-from probcon_ref import cli  # noqa: E402
+from probcon_ref.tools import cli  # noqa: E402
 from probcon_ref import experiment as ex  # noqa: E402
-from probcon_ref import _experiment_core as core  # noqa: E402
+from probcon_ref.experiment import core  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -5,7 +5,7 @@ Three layers, so that most of it is proven without a GPU:
 * the kernel source compiles with NVRTC, CuPy's own compiler, in both precisions (no
   device is needed to compile);
 * the same source, built for the host (``host_kernels.py``), runs the fused path on NumPy
-  arrays: :class:`probcon_ref._fused.FusedSteps`, Python and kernels together, equals the
+  arrays: :class:`probcon_ref.cupy.FusedSteps`, Python and kernels together, equals the
   reference within the declared tolerances (``backends/backends.toml``);
 * on a GPU, CuPy with the fused kernels equals CuPy without them (``gpu`` marker).
 
@@ -24,7 +24,8 @@ import numpy as np
 import pytest
 
 import probcon_ref as pr
-from probcon_ref import _fused, loss, special
+from probcon_ref import loss, special
+from probcon_ref import cupy as _fused
 
 import host_kernels
 from conftest import DECLARED, require

@@ -24,10 +24,10 @@ import pytest
 
 import probcon_ref as pr
 from accuracy_report import record
-from probcon_ref.check import TOLERANCES
+from probcon_ref.tools.check import TOLERANCES
 from probcon_ref.special import bessel_ratio, log_vmf_normalizer
 
-oracle = pytest.importorskip("probcon_ref.oracle")
+oracle = pytest.importorskip("probcon_ref.testing.oracle")
 pytest.importorskip("mpmath")
 
 EPS = np.finfo(np.float64).eps

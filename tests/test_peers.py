@@ -155,7 +155,7 @@ def test_naive_pcl_fails_exactly_where_the_special_functions_predict():
 
 
 def _ive_underflows(facts, dtype):
-    from probcon_ref._diagnose import LOG_TINY
+    from probcon_ref.testing.diagnose import LOG_TINY
 
     value = facts.get("min_log_ive")
     return value is not None and value[0] < LOG_TINY[dtype]

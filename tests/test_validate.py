@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from probcon_ref import ntxent_loss, ntxent_loss_and_grad, pcl_loss, pcl_loss_and_grad
-from probcon_ref.cli import main
+from probcon_ref.tools.cli import main
 from probcon_ref import testing
 from probcon_ref.testing import ROUNDING, TOLERANCES, battery, load_callable, validate
 
@@ -520,7 +520,7 @@ def test_docs_page_lists_every_case_and_option():
     for option in ("--framework", "--reduction", "--kappa", "--temperature", "--gradients", "--dtype", "--case",
                    "--json", "pair-mean"):
         assert option in text, option
-    from probcon_ref import _diagnose as dg
+    from probcon_ref.testing import diagnose as dg
 
     for key in dg.REDUCTIONS:
         assert key == "declared" or f"`{key}`" in text, key

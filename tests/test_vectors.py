@@ -1,7 +1,7 @@
 """Golden vectors: the shipped set, the reference checked against it, and how it is made.
 
-The set ships in ``probcon_ref/data/golden``. Its outputs were computed at 50 digits by
-:mod:`probcon_ref.oracle`; here the whole set is rebuilt from its seeds and recomputed, and
+The set ships in ``probcon_ref/testing/golden``. Its outputs were computed at 50 digits by
+:mod:`probcon_ref.testing.oracle`; here the whole set is rebuilt from its seeds and recomputed, and
 must agree bit for bit, and the oracle itself is cross-checked against the independent
 mpmath oracle of ``tests/reference/mp_reference.py`` when that file is present.
 
@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from probcon_ref import ntxent_loss, ntxent_loss_and_grad, oracle, pcl_loss, pcl_loss_and_grad, vectors
-from probcon_ref.cli import main
+from probcon_ref import ntxent_loss, ntxent_loss_and_grad, pcl_loss, pcl_loss_and_grad
+from probcon_ref.testing import oracle, vectors
+from probcon_ref.tools.cli import main
 from probcon_ref.special import bessel_ratio, log_vmf_normalizer
 
 EPS = np.finfo(np.float64).eps
@@ -109,7 +110,7 @@ def test_inputs_and_outputs_do_not_depend_on_numpy_simd_kernels():
     names = ["pcl-order63-tiny-kappa", "pcl-mixed-norms"]
     code = (
         "import sys, numpy as np\n"
-        "from probcon_ref import vectors\n"
+        "from probcon_ref.testing import vectors\n"
         "shipped = vectors.load()\n"
         "bad = []\n"
         "for name, case in shipped.items():\n"
@@ -233,7 +234,7 @@ def test_oracle_rounds_subnormal_results_once():
     """mpmath's float() rounds to 53 bits, then again onto the subnormal grid: a value just
     below a midpoint of that grid would round up. The oracle rounds once."""
     mp = pytest.importorskip("mpmath")
-    from probcon_ref.oracle import _round
+    from probcon_ref.testing.oracle import _round
 
     with mp.workprec(400):
         k = 12345  # odd: a tie between k and k + 1 goes to k + 1

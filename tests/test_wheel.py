@@ -31,7 +31,7 @@ from conftest import ROOT, skip_or_fail_tool
 pytestmark = pytest.mark.slow
 
 VERSION = re.search(r'^__version__ = "([^"]+)"', (ROOT / "probcon_ref" / "__init__.py").read_text(), re.M).group(1)
-GOLDEN = ROOT / "probcon_ref" / "data" / "golden"
+GOLDEN = ROOT / "probcon_ref" / "testing" / "golden"
 
 # A PCL written from the paper in plain NumPy, with its gradient by hand; only the special
 # functions come from the package. It takes the care SPEC section 4 asks for where the loss
@@ -164,8 +164,8 @@ def test_wheel_ships_every_subpackage_and_data_file(wheel):
     package = {p.relative_to(ROOT).as_posix() for p in (ROOT / "probcon_ref").rglob("*")
                if p.is_file() and "__pycache__" not in p.parts}
     assert package <= names, f"missing from the wheel: {sorted(package - names)}"
-    for must in ("probcon_ref/torch/distributed.py", "probcon_ref/cuda/fused.cu",
-                 "probcon_ref/data/golden/manifest.json", "probcon_ref/data/golden/README.md"):
+    for must in ("probcon_ref/torch/distributed.py", "probcon_ref/cupy/fused.cu",
+                 "probcon_ref/testing/golden/manifest.json", "probcon_ref/testing/golden/README.md"):
         assert must in names
     dist_info = f"probcon_ref-{VERSION}.dist-info"
     assert f"{dist_info}/licenses/LICENSE" in names

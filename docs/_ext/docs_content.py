@@ -27,7 +27,7 @@ BACKENDS_TOML = ROOT / "backends" / "backends.toml"
 EQ_ROLE = re.compile(r":eq:`([^`<>]+)`")
 
 #: Modules whose API the reference documents by hand (the page lists them explicitly).
-CORE_MODULES = ("probcon_ref", "probcon_ref.loss", "probcon_ref.special")
+CORE_MODULES = ("probcon_ref", "probcon_ref.loss", "probcon_ref.special", "probcon_ref.cupy")
 
 #: Modules documented when present, in this order, with a one-line description. Any other
 #: public module of the package that appears later is appended after these.
@@ -35,14 +35,18 @@ OPTIONAL_MODULES = {
     "probcon_ref.torch": "PyTorch integration.",
     "probcon_ref.torch.distributed": "The exact loss over the processes of a `torch.distributed` group.",
     "probcon_ref.testing": "Validating another implementation against the reference.",
-    "probcon_ref.vectors": "Portable golden vectors.",
-    "probcon_ref.check": "The `probcon-ref check` command.",
-    "probcon_ref.bench": "The `probcon-ref bench` command.",
+    "probcon_ref.testing.diagnose": "The mistakes `validate` recognises.",
+    "probcon_ref.testing.vectors": "Portable golden vectors.",
+    "probcon_ref.testing.oracle": "The 50-digit evaluation the golden vectors come from.",
+    "probcon_ref.tools.check": "The `probcon-ref check` command.",
+    "probcon_ref.tools.bench": "The `probcon-ref bench` command.",
+    "probcon_ref.tools.bench_device": "The benchmark's GPU section.",
+    "probcon_ref.tools.baselines": "What the benchmark compares with.",
     "probcon_ref.experiment": "The `probcon-ref experiment` command.",
 }
 
 #: Modules never given an API section (entry points and plumbing).
-SKIPPED_MODULES = {"probcon_ref.cli", "probcon_ref.__main__"}
+SKIPPED_MODULES = {"probcon_ref.tools", "probcon_ref.tools.cli", "probcon_ref.__main__"}
 
 
 def _fmt(x: float) -> str:
@@ -283,7 +287,7 @@ def optional_api() -> str:
 def cli_help(command: str = "") -> str:
     import os
 
-    from probcon_ref import cli
+    from probcon_ref.tools import cli
 
     old = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = "90"  # argparse wraps to the terminal; make the page reproducible
@@ -383,7 +387,7 @@ def implementations(label: str) -> list[Citation]:
 
 
 #: Modules the API page documents in full, internals included.
-FULL_MODULES = ("probcon_ref.special", "probcon_ref.loss", "probcon_ref._fused", "probcon_ref._inputs",
+FULL_MODULES = ("probcon_ref.special", "probcon_ref.loss", "probcon_ref.cupy", "probcon_ref._inputs",
                 "probcon_ref._arrays")
 
 

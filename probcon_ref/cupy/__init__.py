@@ -4,7 +4,7 @@ The array-API reference (:class:`probcon_ref.loss.ElementwiseSteps`) spends one 
 launch and one temporary array per operation. On a GPU that costs time twice over: in the
 launches, for the special functions of the concentrations (at d = 256, 152 elementwise
 operations in float32 and 260 in float64, each on only 2N numbers), and in memory traffic, for the softmax over each (rows x 2N) block of logits.
-:class:`FusedSteps` does the same steps with the kernels of ``probcon_ref/cuda/fused.cu``:
+:class:`FusedSteps` does the same steps with the kernels of ``probcon_ref/cupy/fused.cu``:
 
 * the softmax of a block works in place in the block's logits: one pass for the gaps with
   the anchor and its positive excluded (no (rows x 2N) mask), a row maximum, one pass
@@ -35,9 +35,9 @@ from importlib import resources
 import array_api_compat
 import numpy as np
 
-from . import _arrays, special
-from .loss import AnchorTerms, ElementwiseSteps
-from .special import NormalizerTerms
+from .. import _arrays, special
+from ..loss import AnchorTerms, ElementwiseSteps
+from ..special import NormalizerTerms
 
 __all__ = ["use_fused_kernels", "FusedSteps", "kernel_source", "kernel_signatures", "KERNELS"]
 
@@ -53,7 +53,7 @@ _INJECTED: ContextVar = ContextVar("probcon_ref_fused_steps", default=None)
 
 def kernel_source() -> str:
     """The CUDA C++ source of the fused kernels (``REAL`` is set when compiling)."""
-    return resources.files("probcon_ref").joinpath("cuda", "fused.cu").read_text(encoding="utf-8")
+    return resources.files("probcon_ref.cupy").joinpath("fused.cu").read_text(encoding="utf-8")
 
 
 @lru_cache(maxsize=None)

@@ -150,7 +150,7 @@ def fig_probe(out: Path, summary: dict) -> str:
 
 
 def fig_pairs(out: Path, summary: dict, pair_raw: dict) -> str:
-    from .special import inverse_bessel_ratio
+    from ..special import inverse_bessel_ratio
 
     plt = _plt()
     pv = summary["kappa_vs_cosine"]

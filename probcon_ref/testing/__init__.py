@@ -7,7 +7,7 @@ norms; N = 1), in float64 and float32, and compare its loss, and its gradients w
 returns them or PyTorch autograd can take them, with the reference evaluated in NumPy
 float64 on the same (rounded) inputs. It prints a per-case report with the worst errors and
 a verdict, and where the failures have a recognisable signature it says which
-(:mod:`probcon_ref._diagnose`).
+(:mod:`probcon_ref.testing.diagnose`).
 
 The callable is called as
 
@@ -41,8 +41,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import __version__, _diagnose as dg
-from .loss import ntxent_loss, ntxent_loss_and_grad, pcl_loss, pcl_loss_and_grad
+from .. import __version__
+from . import diagnose as dg
+from ..loss import ntxent_loss, ntxent_loss_and_grad, pcl_loss, pcl_loss_and_grad
 
 __all__ = ["Convention", "Case", "RunResult", "Report", "battery", "validate", "load_callable",
            "TOLERANCES"]

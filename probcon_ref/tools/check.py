@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import ntxent_loss, ntxent_loss_and_grad, pcl_loss, pcl_loss_and_grad
-from ._backends import Target, available_targets, unavailable_targets
+from .. import ntxent_loss, ntxent_loss_and_grad, pcl_loss, pcl_loss_and_grad
+from .backends import Target, available_targets, unavailable_targets
 
 # SPEC section 6: float64 against the float64 reference is exact to rounding; float32
 # against float64 within 1e-5 (loss) and 1e-4 (gradient blocks).

@@ -14,7 +14,7 @@ warm-up, and printed as ratios side by side:
 4. peak extra memory of the blocked loss+gradient against 2N;
 5. where PyTorch-CUDA or CuPy has a GPU, the PCL on the device against PyTorch-CUDA
    autograd NT-Xent and against the floor set by the matrix products and the bytes moved
-   (:mod:`probcon_ref.bench_device`).
+   (:mod:`probcon_ref.tools.bench_device`).
 
 NumPy alone runs sections 1 and 4. The rows that compare with PyTorch or SciPy are left out,
 each with its reason printed and kept in the report's ``skipped`` list, when that library is
@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import ntxent_loss_and_grad, pcl_loss_and_grad
+from .. import ntxent_loss_and_grad, pcl_loss_and_grad
 
 # ---------------------------------------------------------------------------------------
 # Timing and memory primitives
@@ -85,7 +85,7 @@ def peak_extra_memory(case: str, n2: int, d: int, dtype: str, block_size: int | 
     if not os.path.exists("/proc/self/status"):
         return None
     code = (
-        "import sys, json; from probcon_ref import bench; "
+        "import sys, json; from probcon_ref.tools import bench; "
         f"print(json.dumps(bench._memory_probe({case!r}, {n2}, {d}, {dtype!r}, {block_size!r})))"
     )
     # A fixed mmap threshold makes glibc return every large block to the system when it is
@@ -161,11 +161,11 @@ def _make_autograd_case(case: str, t):
         return loss
 
     if case == "integration-pcl":
-        from . import torch as pr_torch
+        from .. import torch as pr_torch
 
         return lambda: backward(pr_torch.pcl_loss(*leaves))
     if case == "integration-ntxent":
-        from . import torch as pr_torch
+        from .. import torch as pr_torch
 
         return lambda: backward(pr_torch.ntxent_loss(leaves[0], leaves[1], temperature=0.5))
     if case == "autograd-ntxent":
@@ -272,7 +272,7 @@ def float32_finiteness(n2: int = 512, d: int = 512) -> dict:
     import torch
 
     from . import baselines
-    from . import torch as pr_torch
+    from .. import torch as pr_torch
 
     z1, z2, k1, k2 = (torch.as_tensor(a) for a in _inputs(n2, d, "float32"))
     k1 = torch.full_like(k1, 5.0)
@@ -293,7 +293,7 @@ def special_section(order: float = 63.0, size: int = 4_000_000, repeats: int = 5
         return None
     from scipy.special import ive
 
-    from .special import bessel_ratio, log_iv
+    from ..special import bessel_ratio, log_iv
 
     x = np.random.default_rng(0).uniform(0.0, 500.0, size=size)
 

@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from .special import bessel_ratio, log_iv, log_vmf_normalizer
+from ..special import bessel_ratio, log_iv, log_vmf_normalizer
 
 LOG_TINY = {"float64": math.log(np.finfo(np.float64).tiny), "float32": math.log(np.finfo(np.float32).tiny)}
 LOG_MAX = {"float64": math.log(np.finfo(np.float64).max), "float32": math.log(np.finfo(np.float32).max)}

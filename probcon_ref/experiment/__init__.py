@@ -138,7 +138,7 @@ def evaluate_degradation(core, model, x, strengths, seed: int, nu: float, exampl
     """
     import torch
 
-    from .special import inverse_bessel_ratio
+    from ..special import inverse_bessel_ratio
 
     gen = torch.Generator().manual_seed(seed)
     _, z_clean, _ = core.embed(model, x)
@@ -241,7 +241,7 @@ def evaluate_pairs(core, model, x, aug_cfg, seed: int, nu: float):
     """(d) two augmented views of each held-out image: their cosine and each view's kappa."""
     import torch
 
-    from .special import inverse_bessel_ratio
+    from ..special import inverse_bessel_ratio
 
     gen = torch.Generator().manual_seed(seed)
     v1 = core.augment(x, aug_cfg, gen)
@@ -325,8 +325,8 @@ def run(args) -> int:
     try:
         import torch
 
-        from . import _experiment_core as core
-        from . import _experiment_report as report
+        from . import core
+        from . import report
     except ImportError as exc:  # the optional dependencies of the command
         print(f"probcon-ref experiment needs the 'experiment' extra and PyTorch: {exc}", file=sys.stderr)
         return 2

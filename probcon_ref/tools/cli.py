@@ -16,16 +16,16 @@ import importlib.util
 import re
 import sys
 
-from . import __version__
+from .. import __version__
 
 DESCRIPTION = ("probcon-ref: the reference implementation of the probabilistic contrastive loss "
                "(PCL) and of NT-Xent, with their analytic gradients.")
 
 COMMANDS = {
-    "check": ("probcon_ref.check", "run loss and gradient on every backend present and compare with NumPy float64"),
+    "check": ("probcon_ref.tools.check", "run loss and gradient on every backend present and compare with NumPy float64"),
     "validate": ("probcon_ref.testing", "validate another implementation against the reference"),
-    "vectors": ("probcon_ref.vectors", "write the portable golden vectors"),
-    "bench": ("probcon_ref.bench", "benchmark the loss, the gradient and the special functions"),
+    "vectors": ("probcon_ref.testing.vectors", "write the portable golden vectors"),
+    "bench": ("probcon_ref.tools.bench", "benchmark the loss, the gradient and the special functions"),
     "experiment": ("probcon_ref.experiment", "train on real images and measure the confidence"),
 }
 
@@ -36,8 +36,8 @@ _LITERAL = re.compile(r"``(.+?)``")
 def plain_text(rst: str) -> str:
     """Docstring text without its reStructuredText markup.
 
-    >>> plain_text("``probcon-ref vectors``: see :func:`~probcon_ref.vectors.load` and :mod:`probcon_ref.oracle`.")
-    'probcon-ref vectors: see load and probcon_ref.oracle.'
+    >>> plain_text("``probcon-ref vectors``: see :func:`~probcon_ref.testing.vectors.load` and :mod:`probcon_ref.testing.oracle`.")
+    'probcon-ref vectors: see load and probcon_ref.testing.oracle.'
     """
 
     def role(m: re.Match) -> str:

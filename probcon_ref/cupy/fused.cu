@@ -1,4 +1,4 @@
-// Fused elementwise kernels of probcon_ref, for CuPy (driven by probcon_ref/_fused.py).
+// Fused elementwise kernels of probcon_ref, for CuPy (driven by probcon_ref/cupy/__init__.py).
 //
 // Each kernel does in one pass over memory what the array-API reference does in several
 // (one launch and one temporary per operation). The mathematics is the reference's, term

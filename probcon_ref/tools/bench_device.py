@@ -5,7 +5,7 @@ For one batch (by default 2N = 16384, d = 256, float32) it times, interleaved in
 each case ending with a device synchronisation:
 
 * PyTorch-CUDA: autograd NT-Xent forward+backward (the baseline,
-  :func:`probcon_ref.baselines.autograd_ntxent`), the PyTorch integration's PCL
+  :func:`probcon_ref.tools.baselines.autograd_ntxent`), the PyTorch integration's PCL
   forward+backward, and ``pcl_loss_and_grad`` / ``ntxent_loss_and_grad`` on tensors;
 * CuPy: ``pcl_loss_and_grad`` with the fused kernels (the default) and with the array-API
   reference (:func:`probcon_ref.use_fused_kernels` ``(False)``), and ``ntxent_loss_and_grad``;
@@ -21,7 +21,7 @@ same code runs on PyTorch's CPU, to try it without a GPU.
 
 from __future__ import annotations
 
-from . import _backends, baselines
+from . import backends as _backends, baselines
 from .bench import _inputs, interleaved_medians
 
 BASELINE = "torch autograd NT-Xent fwd+bwd"
@@ -39,7 +39,7 @@ def _synced(fn, sync):
 def torch_cases(torch, device: str, data, dtype: str) -> dict:
     """The PyTorch cases and the floor, as synchronised zero-argument callables."""
     import probcon_ref as pr
-    from . import torch as pr_torch
+    from .. import torch as pr_torch
 
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     dt = getattr(torch, dtype)

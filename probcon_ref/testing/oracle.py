@@ -1,7 +1,7 @@
 """A 50-digit evaluation of the loss and its gradient (SPEC sections 1, 3 and 4), in mpmath.
 
 This is the slow, trusted route used to compute the golden vectors
-(:mod:`probcon_ref.vectors`). It shares no code with the array implementation: every
+(:mod:`probcon_ref.testing.vectors`). It shares no code with the array implementation: every
 quantity is evaluated with mpmath at :data:`DIGITS` significant digits (plus guard digits),
 float64 inputs are read as the exact binary numbers they are, and results are rounded to
 float64 once, at the very end (subnormal results too). No NumPy or libm arithmetic takes
@@ -13,7 +13,7 @@ when a function here is first called.
 Examples
 --------
 >>> import numpy as np
->>> from probcon_ref import oracle
+>>> from probcon_ref.testing import oracle
 >>> r = oracle.ntxent(np.eye(2, 3), np.eye(2, 3), temperature=0.5)
 >>> r.losses.shape, r.grads["z1"].shape
 ((4,), (2, 3))

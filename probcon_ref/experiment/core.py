@@ -228,7 +228,7 @@ class TorchLosses:
 
 def torch_losses() -> TorchLosses:
     """The PCL and NT-Xent of :mod:`probcon_ref.torch` (analytic backward), mean over 2N."""
-    from . import torch as pr_torch
+    from .. import torch as pr_torch
 
     return TorchLosses(
         pcl=lambda z1, z2, k1, k2: pr_torch.pcl_loss(z1, z2, k1, k2, reduction="mean"),

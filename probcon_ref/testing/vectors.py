@@ -5,10 +5,10 @@ A versioned set of small cases covering every regime of SPEC section 6, each sto
 and ``NAME.json`` (the same numbers as JSON, each float64 written so that it reads back
 exactly), plus ``manifest.json`` and a ``README.md`` that explains the format. The outputs
 (loss, per-anchor losses, every gradient) are computed at 50 significant digits by
-:mod:`probcon_ref.oracle` and rounded to float64 once, so an implementation in any language
+:mod:`probcon_ref.testing.oracle` and rounded to float64 once, so an implementation in any language
 can test itself without Python.
 
-The set ships with the package (``probcon_ref/data/golden``): ``probcon-ref vectors DIR``
+The set ships with the package (``probcon_ref/testing/golden``): ``probcon-ref vectors DIR``
 writes it out; ``--recompute`` rebuilds every case's inputs from its seed and evaluates it
 again at 50 digits (needs mpmath; a few seconds), which reproduces the shipped numbers bit for
 bit on any machine. :func:`load` reads a written set and checks it against its manifest.
@@ -396,7 +396,7 @@ def _dump_json(doc: dict) -> str:
 
 def shipped_directory():
     """The golden set installed with the package (a ``Traversable``)."""
-    return resources.files("probcon_ref") / "data" / "golden"
+    return resources.files("probcon_ref.testing") / "golden"
 
 
 class GoldenVectorError(ValueError):
