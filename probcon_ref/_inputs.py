@@ -223,6 +223,57 @@ def _may_overflow(xp, rules: ValueRules, largest_scale, smallest_row, weights, n
     return rules.fact(~(log_bound <= limit))
 
 
+# ---------------------------------------------------------------------------------------
+# The special functions' arguments
+# ---------------------------------------------------------------------------------------
+
+
+def order(nu, name: str = "nu") -> float:
+    """The order as a Python float: any real scalar (Python, NumPy, 0-d array), finite and ``>= 0``."""
+    nu = _arrays.real_scalar(nu, name)
+    if not math.isfinite(nu) or nu < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {nu}")
+    return nu
+
+
+def dimension(d) -> int:
+    """The dimension as a Python int: any integer type (``operator.index``), not bool, ``>= 2``."""
+    d = _arrays.integer_scalar(d, "d")
+    if d < 2:
+        raise ValueError(f"d must be >= 2, got {d}")
+    return d
+
+
+def _check_below_one(xp, r, name: str) -> None:
+    if not bool(xp.all((r >= 0) & (r < 1))):
+        raise ValueError(f"{name} must lie in [0, 1)")
+
+
+def special_argument(x, name: str, *, below_one: bool = False):
+    """``(xp, x in its working dtype, the caller's dtype)`` for a special function's argument.
+
+    ``x`` is finite and ``>= 0`` (``below_one``: in ``[0, 1)``); the rules are read back in one
+    host synchronisation (:class:`ValueRules`).
+    """
+    x = _arrays.float_array(x, name)
+    xp = _arrays.namespace_of(**{name: x})
+    xw = _arrays.to_working(xp, x, _arrays.working_dtype(xp, x.dtype, name))
+    rules = ValueRules(xp)
+    if below_one:
+        rules.require(xp.all(xp.isfinite(xw)), lambda: _arrays.check_finite(xp, xw, name))
+        rules.require(xp.all((xw >= 0) & (xw < 1)), lambda: _check_below_one(xp, xw, name))
+    else:
+        rules.require(xp.all(xw >= 0), lambda: _arrays.check_nonnegative(xp, xw, name))
+        rules.require(xp.all(xp.isfinite(xw)), lambda: _arrays.check_finite(xp, xw, name))
+    rules.read()
+    return xp, xw, x.dtype
+
+
+# ---------------------------------------------------------------------------------------
+# The losses' arguments
+# ---------------------------------------------------------------------------------------
+
+
 def pcl_batch(z1, z2, kappa1, kappa2, reduction, weights, *, allow_none: bool) -> Batch:
     """Validate PCL inputs (SPEC section 7) and stack them into a :class:`Batch`."""
     xp = _arrays.namespace_of(z1=z1, z2=z2, kappa1=kappa1, kappa2=kappa2, weights=weights)

@@ -2,9 +2,12 @@
 
 The order ``nu`` is a Python scalar (it comes from the embedding dimension); the argument
 ``x`` is an array of any shape, from any array-API library, on any device. No SciPy call is
-made: NumPy, PyTorch and CuPy run the same code.
-
-Algorithm (each step is an equation of the docs page *special functions*):
+made: NumPy, PyTorch and CuPy run the same code. The file follows the docs page *special
+functions*: the power series, Debye's expansion, the recurrence for small orders, the choice
+of a branch, the normaliser, the inverse of the ratio, and last the public functions, which
+check their arguments (:mod:`probcon_ref._inputs`) and call the rest. The exact numbers the
+methods need (Debye's polynomials, the per-precision plan, quadrature nodes, 50-digit
+anchors) are host-side tables of :mod:`probcon_ref.tables`.
 
 * order ``nu >= n0``: Debye's uniform asymptotic expansion of ``I_nu(nu z)``
   :eq:`eq-debye`, with enough terms for the working precision; it is uniform in
@@ -23,118 +26,32 @@ never produces inf or NaN.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from fractions import Fraction
-from functools import lru_cache
 from typing import NamedTuple
 
-from . import _arrays
+from . import _arrays, _inputs
+from .tables import (
+    Plan,
+    QUADRATURE_NODES,
+    debye_coefficients,
+    debye_plan_for,
+    debye_polynomials,
+    gauss_legendre,
+    log_iv_scaled_at_zero,
+    normalizer_anchor,
+    plan_for_eps,
+)
 
 __all__ = ["log_iv", "bessel_ratio", "log_vmf_normalizer", "inverse_bessel_ratio"]
+
+# Names of the tables that code and tests reach through this module.
+_TABLES = (debye_plan_for, debye_polynomials, plan_for_eps)
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-# ---------------------------------------------------------------------------------------
-# Debye polynomials u_k(t) and the algorithm's parameters
-# ---------------------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=None)
-def debye_polynomials(count: int) -> tuple[tuple[Fraction, ...], ...]:
-    """Exact coefficients of Debye's polynomials ``u_0 .. u_{count-1}`` :eq:`eq-debye-poly`.
-
-    ``u_0 = 1`` and ``u_{k+1}(t) = t^2 (1 - t^2) u_k'(t) / 2 + (1/8) int_0^t (1 - 5 s^2) u_k(s) ds``.
-    Entry ``j`` of each tuple is the coefficient of ``t^j``.
-    """
-    polys = [(Fraction(1),)]
-    while len(polys) < count:
-        u = polys[-1]
-        nxt = [Fraction(0)] * (len(u) + 3)
-        for j, c in enumerate(u):
-            if j:  # t^2 (1 - t^2) / 2 * j c t^(j-1)
-                nxt[j + 1] += Fraction(j) * c / 2
-                nxt[j + 3] -= Fraction(j) * c / 2
-            # (1/8) * integral of (1 - 5 s^2) c s^j
-            nxt[j + 1] += c / (8 * (j + 1))
-            nxt[j + 3] -= 5 * c / (8 * (j + 3))
-        while nxt and nxt[-1] == 0:
-            nxt.pop()
-        polys.append(tuple(nxt))
-    return tuple(polys)
-
-
-@lru_cache(maxsize=None)
-def _debye_polynomial_bound(k: int) -> float:
-    """``max_{0<=t<=1} |u_k(t)|``, sampled at 401 points (used to pick the number of terms)."""
-    coeffs = [float(c) for c in reversed(debye_polynomials(k + 1)[k])]
-    best = 0.0
-    for i in range(401):
-        t, acc = i / 400, 0.0
-        for c in coeffs:
-            acc = acc * t + c
-        best = max(best, abs(acc))
-    return best
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Where each method is used, for one floating-point precision.
-
-    ``debye_min_order`` is ``n0``; ``debye_terms`` the number of terms of the Debye sum at
-    order ``n0`` (higher orders need no more); ``series_max_x`` is ``x_s`` and
-    ``series_terms`` the number of power-series terms that reach ``x_s``.
-    """
-
-    debye_min_order: float
-    debye_terms: int
-    series_max_x: float
-    series_terms: int
-
-
-@lru_cache(maxsize=None)
-def plan_for_eps(eps: float) -> Plan:
-    """Choose ``n0``, the Debye terms, ``x_s`` and the series terms from machine epsilon.
-
-    A truncated asymptotic sum errs by about its first omitted term, ``max|u_K| / n0^K``;
-    the power series at ``x_s`` errs by its first omitted term relative to its sum. Both
-    are pushed below ``eps / 16``.
-    """
-    n0 = 30.0 if eps < 1e-10 else 10.0
-    x_s = n0 / 2
-    target = eps / 16
-    k = 1
-    while _debye_polynomial_bound(k) / n0**k >= target:
-        k += 1
-    terms = k  # u_0 .. u_{k-1}; u_k is the first omitted
-    q = (x_s / 2) ** 2
-    j, term = 0, 1.0
-    while term >= target:
-        j += 1
-        term *= q / (j * j)
-    return Plan(n0, terms, x_s, j)
-
-
 def _plan(xp, dtype) -> Plan:
+    """The plan (:func:`probcon_ref.tables.plan_for_eps`) of the working dtype ``dtype``."""
     return plan_for_eps(float(xp.finfo(dtype).eps))
-
-
-@lru_cache(maxsize=None)
-def _debye_sum_coefficients(n: float, terms: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Coefficients in ``t`` of ``S(t) = sum_k u_k(t) / n^k`` and of ``S'(t)``, as floats.
-
-    Summed exactly in rationals for this order ``n``, then rounded once.
-    """
-    polys = debye_polynomials(terms)
-    inv_n = 1 / Fraction(n)
-    degree = 3 * (terms - 1)
-    coeffs = [Fraction(0)] * (degree + 1)
-    for k, u in enumerate(polys):
-        scale = inv_n**k
-        for j, c in enumerate(u):
-            coeffs[j] += c * scale
-    deriv = [j * c for j, c in enumerate(coeffs)][1:]
-    return tuple(float(c) for c in coeffs), tuple(float(c) for c in deriv)
 
 
 def _horner(xp, coeffs, t):
@@ -146,7 +63,33 @@ def _horner(xp, coeffs, t):
 
 
 # ---------------------------------------------------------------------------------------
-# The three methods
+# The power series (small x)
+# ---------------------------------------------------------------------------------------
+
+
+def _series_sums(xp, nu: float, x, terms: int):
+    """``sum_k (x^2/4)^k / (k! (nu+1)_k)`` for orders ``nu`` and ``nu+1`` :eq:`eq-bessel-series`."""
+    q = 0.25 * x * x
+    term0 = xp.ones_like(x)
+    term1 = xp.ones_like(x)
+    sum0 = xp.ones_like(x)
+    sum1 = xp.ones_like(x)
+    for k in range(1, terms + 1):
+        term0 = term0 * q / (k * (nu + k))
+        term1 = term1 * q / (k * (nu + 1 + k))
+        sum0 = sum0 + term0
+        sum1 = sum1 + term1
+    return sum0, sum1
+
+
+def _series_ratio(xp, nu: float, x, terms: int):
+    """I_{nu+1}(x) / I_nu(x) from the power series :eq:`eq-bessel-series`."""
+    sum0, sum1 = _series_sums(xp, nu, x, terms)
+    return (0.5 / (nu + 1)) * x * sum1 / sum0
+
+
+# ---------------------------------------------------------------------------------------
+# Debye's uniform expansion (order n >= n0)
 # ---------------------------------------------------------------------------------------
 
 
@@ -157,10 +100,10 @@ def _debye_pieces(xp, n: float, x, terms: int, *, derivative: bool = False):
     """
     s = xp.hypot(xp.zeros_like(x) + n, x)
     t = n / s
-    c, dc = _debye_sum_coefficients(n, terms)
-    big_s = _horner(xp, c, t)
+    coef = debye_coefficients(n, terms)
+    big_s = _horner(xp, coef.sum, t)
     if derivative:
-        return s, _horner(xp, dc, t) / big_s
+        return s, _horner(xp, coef.derivative, t) / big_s
     return s, xp.log(big_s)
 
 
@@ -197,25 +140,9 @@ def _debye_ratio(xp, n: float, x, terms: int):
     return x * (1 / (n + s) - 0.5 * inv_s * inv_s - n * inv_s * inv_s * inv_s * dlog_s)
 
 
-def _series_sums(xp, nu: float, x, terms: int):
-    """``sum_k (x^2/4)^k / (k! (nu+1)_k)`` for orders ``nu`` and ``nu+1`` :eq:`eq-bessel-series`."""
-    q = 0.25 * x * x
-    term0 = xp.ones_like(x)
-    term1 = xp.ones_like(x)
-    sum0 = xp.ones_like(x)
-    sum1 = xp.ones_like(x)
-    for k in range(1, terms + 1):
-        term0 = term0 * q / (k * (nu + k))
-        term1 = term1 * q / (k * (nu + 1 + k))
-        sum0 = sum0 + term0
-        sum1 = sum1 + term1
-    return sum0, sum1
-
-
-def _series_ratio(xp, nu: float, x, terms: int):
-    """I_{nu+1}(x) / I_nu(x) from the power series :eq:`eq-bessel-series`."""
-    sum0, sum1 = _series_sums(xp, nu, x, terms)
-    return (0.5 / (nu + 1)) * x * sum1 / sum0
+# ---------------------------------------------------------------------------------------
+# Small orders: the recurrence, downwards
+# ---------------------------------------------------------------------------------------
 
 
 def _recurrence_down(xp, nu: float, x, plan: Plan):
@@ -235,19 +162,8 @@ def _recurrence_down(xp, nu: float, x, plan: Plan):
 
 
 # ---------------------------------------------------------------------------------------
-# Public functions
+# Choosing a branch without producing NaN
 # ---------------------------------------------------------------------------------------
-
-
-def ratio_working(xp, nu: float, x):
-    """I_{nu+1}(x) / I_nu(x) on a validated working-dtype array (all three methods)."""
-    plan = _plan(xp, x.dtype)
-    if nu >= plan.debye_min_order:
-        return _debye_ratio(xp, nu, x, plan.debye_terms)
-    small, large = _split_at(xp, x, plan.series_max_x)
-    _, by_recurrence = _recurrence_down(xp, nu, large, plan)
-    by_series = _series_ratio(xp, nu, small, plan.series_terms)
-    return xp.where(x <= plan.series_max_x, by_series, by_recurrence)
 
 
 def _split_at(xp, x, xs: float):
@@ -261,56 +177,14 @@ def _split_at(xp, x, xs: float):
     return xp.where(x <= xs, x, edge), xp.where(x > xs, x, edge)
 
 
-def _check_order(nu, name: str = "nu") -> float:
-    """The order as a Python float: any real scalar (Python, NumPy, 0-d array), finite and ``>= 0``."""
-    nu = _arrays.real_scalar(nu, name)
-    if not math.isfinite(nu) or nu < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {nu}")
-    return nu
-
-
-def _prepare(x, name: str):
-    x = _arrays.float_array(x, name)
-    xp = _arrays.namespace_of(**{name: x})
-    dtype = _arrays.working_dtype(xp, x.dtype, name)
-    xw = _arrays.to_working(xp, x, dtype)
-    _arrays.check_nonnegative(xp, xw, name)
-    _arrays.check_finite(xp, xw, name)
-    return xp, xw, x.dtype
-
-
-def _log_iv_scaled_at_zero(nu: float) -> float:
-    """``lim_{x->0} log I_nu(x) - nu log x = -nu log 2 - lgamma(nu + 1)``."""
-    return -(nu * math.log(2.0) + math.lgamma(nu + 1.0))
-
-
-class DebyeCoefficients(NamedTuple):
-    """What Debye's expansion at one order needs, as floats: ``S(t)``, ``S'(t)``, ``log S(1)``."""
-
-    sum: tuple
-    derivative: tuple
-    log_sum_at_one: float
-
-
-@lru_cache(maxsize=None)
-def debye_coefficients(n: float, terms: int) -> DebyeCoefficients:
-    """Coefficients of ``S(t) = sum_k u_k(t) / n^k`` and ``S'(t)``, and ``log S(1)`` :eq:`eq-debye`."""
-    c, dc = _debye_sum_coefficients(n, terms)
-    return DebyeCoefficients(c, dc, math.log(sum(c)))
-
-
-def debye_plan_for(nu: float, dtype_eps: float) -> int | None:
-    """Number of Debye terms when order ``nu`` is in Debye's range for this precision, else ``None``."""
-    plan = plan_for_eps(dtype_eps)
-    return plan.debye_terms if nu >= plan.debye_min_order else None
-
-
 class SmallOrderPieces(NamedTuple):
     """Both sides of the branch at ``x_s`` for an order below Debye's range (``nu < n0``).
 
     ``series_log`` is ``L(x) - L(0) = log`` of the power series :eq:`eq-bessel-series` at
-    ``min(x, x_s)``; ``recurrence_log_ive`` is ``log I_nu(x) - x`` at ``large = max(x, x_s)``
-    from the recurrence :eq:`eq-ratio-recurrence`; ``use_series`` says which side holds.
+    ``min(x, x_s)``, with ``L(x) = log I_nu(x) - nu log x``; ``recurrence_log_ive`` is
+    ``log I_nu(x) - x`` at ``large = max(x, x_s)`` from the recurrence
+    :eq:`eq-ratio-recurrence`; ``use_series`` says which side holds. Each quantity below
+    is formed from these once, in its own terms.
     """
 
     use_series: object
@@ -320,21 +194,47 @@ class SmallOrderPieces(NamedTuple):
 
 
 def _small_order_pieces(xp, nu: float, x, plan: Plan) -> SmallOrderPieces:
+    """The two sides of the branch for ``nu < n0`` (working dtype, validated ``x > 0`` or ``x >= 0``)."""
     small, large = _split_at(xp, x, plan.series_max_x)
     log_ive_large, _ = _recurrence_down(xp, nu, large, plan)
     series_log = xp.log(_series_sums(xp, nu, small, plan.series_terms)[0])
     return SmallOrderPieces(x <= plan.series_max_x, series_log, large, log_ive_large)
 
 
-def _log_iv_scaled_shift(xp, nu: float, x):
-    """``L(x) - L(0)`` with ``L(x) = log I_nu(x) - nu log x``, for an order ``nu < n0``.
+def _log_iv_scaled(xp, nu: float, x):
+    """``L(x) = log I_nu(x) - nu log x``, finite and exact at ``x = 0`` (working dtype, validated x)."""
+    plan = _plan(xp, x.dtype)
+    if nu >= plan.debye_min_order:
+        return _debye_log_iv_scaled(xp, nu, x, plan.debye_terms)
+    p = _small_order_pieces(xp, nu, x, plan)
+    by_recurrence = p.recurrence_log_ive + p.large - nu * xp.log(p.large)
+    return xp.where(p.use_series, p.series_log + log_iv_scaled_at_zero(nu), by_recurrence)
 
-    Up to ``x_s`` the log of the power series; beyond, the recurrence's ``log I_nu(x) - x``
-    plus ``x - nu log x - L(0)`` (working dtype, validated x).
-    """
-    p = _small_order_pieces(xp, nu, x, _plan(xp, x.dtype))
-    by_recurrence = p.recurrence_log_ive + p.large - nu * xp.log(p.large) - _log_iv_scaled_at_zero(nu)
-    return xp.where(p.use_series, p.series_log, by_recurrence)
+
+def _log_iv_positive(xp, nu: float, x):
+    """``log I_nu(x)`` for ``x > 0`` (working dtype): Debye, or the series and the recurrence."""
+    plan = _plan(xp, x.dtype)
+    if nu >= plan.debye_min_order:
+        return _debye_log_iv(xp, nu, x, plan.debye_terms)
+    p = _small_order_pieces(xp, nu, x, plan)
+    by_series = p.series_log + log_iv_scaled_at_zero(nu) + nu * xp.log(x)
+    return xp.where(p.use_series, by_series, p.recurrence_log_ive + p.large)
+
+
+def ratio_working(xp, nu: float, x):
+    """I_{nu+1}(x) / I_nu(x) on a validated working-dtype array (all three methods)."""
+    plan = _plan(xp, x.dtype)
+    if nu >= plan.debye_min_order:
+        return _debye_ratio(xp, nu, x, plan.debye_terms)
+    small, large = _split_at(xp, x, plan.series_max_x)
+    _, by_recurrence = _recurrence_down(xp, nu, large, plan)
+    by_series = _series_ratio(xp, nu, small, plan.series_terms)
+    return xp.where(x <= plan.series_max_x, by_series, by_recurrence)
+
+
+# ---------------------------------------------------------------------------------------
+# The normaliser
+# ---------------------------------------------------------------------------------------
 
 
 class NormalizerTerms(NamedTuple):
@@ -383,92 +283,9 @@ def _normalizer_terms(xp, nu: float, x) -> NormalizerTerms:
     if nu >= plan.debye_min_order:
         return _debye_normalizer_terms(xp, nu, x, plan.debye_terms)
     p = _small_order_pieces(xp, nu, x, plan)
-    peak_large = nu * xp.log(p.large) + _log_iv_scaled_at_zero(nu) - p.recurrence_log_ive
+    peak_large = nu * xp.log(p.large) + log_iv_scaled_at_zero(nu) - p.recurrence_log_ive
     return NormalizerTerms(xp.where(p.use_series, -p.series_log, peak_large - p.large),
                            xp.where(p.use_series, x - p.series_log, peak_large))
-
-
-def _log_iv_scaled(xp, nu: float, x):
-    """log I_nu(x) - nu log x, finite and exact at ``x = 0`` (working dtype, validated x)."""
-    plan = _plan(xp, x.dtype)
-    if nu >= plan.debye_min_order:
-        return _debye_log_iv_scaled(xp, nu, x, plan.debye_terms)
-    return _log_iv_scaled_shift(xp, nu, x) + _log_iv_scaled_at_zero(nu)
-
-
-def log_iv(nu, x):
-    """Natural log of the modified Bessel function of the first kind, ``log I_nu(x)``.
-
-    Implements :eq:`eq-debye`, :eq:`eq-bessel-series` and :eq:`eq-ratio-recurrence`.
-
-    Parameters
-    ----------
-    nu : float
-        Order, a Python number ``>= 0``.
-    x : array
-        Argument, ``>= 0`` and finite, any shape, any array-API library and device.
-
-    Returns
-    -------
-    array
-        ``log I_nu(x)`` in the dtype, namespace and device of ``x``; ``-inf`` at
-        ``x = 0`` when ``nu > 0`` (where ``I_nu(0) = 0``) and 0 when ``nu = 0``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from probcon_ref.special import log_iv
-    >>> float(log_iv(0.5, np.asarray(1.0)))  # I_{1/2}(1) = sqrt(2/pi) sinh(1)
-    -0.0643...
-    """
-    nu = _check_order(nu)
-    xp, x, out_dtype = _prepare(x, "x")
-    plan = _plan(xp, x.dtype)
-    if nu == 0:
-        out = _log_iv_scaled(xp, nu, x)
-    else:
-        # log I_nu(0) = -inf for nu > 0; evaluate on a clamped copy so no branch divides by 0.
-        positive = x > 0
-        safe_x = xp.where(positive, x, xp.ones_like(x))
-        if nu >= plan.debye_min_order:
-            finite = _debye_log_iv(xp, nu, safe_x, plan.debye_terms)
-        else:
-            finite = _log_iv_scaled(xp, nu, safe_x) + nu * xp.log(safe_x)
-        out = xp.where(positive, finite, xp.full_like(x, -math.inf))
-    return _arrays.to_output(xp, out, out_dtype)
-
-
-def bessel_ratio(nu, x):
-    """The ratio ``I_{nu+1}(x) / I_nu(x)`` :eq:`eq-debye-ratio`.
-
-    For ``nu = d/2 - 1`` this is the vMF mean resultant length ``A_d(x)`` :eq:`eq-mean-resultant`,
-    and ``d/dx log C_d(x) = -A_d(x)``. Zero at ``x = 0``; tends to 1 as ``x`` grows.
-
-    Parameters
-    ----------
-    nu : float
-        Order, a Python number ``>= 0``.
-    x : array
-        Argument, ``>= 0`` and finite.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from probcon_ref.special import bessel_ratio
-    >>> float(bessel_ratio(0.5, np.asarray(2.0)))  # coth(2) - 1/2
-    0.5373...
-    """
-    nu = _check_order(nu)
-    xp, x, out_dtype = _prepare(x, "x")
-    return _arrays.to_output(xp, ratio_working(xp, nu, x), out_dtype)
-
-
-def _check_dimension(d) -> int:
-    """The dimension as a Python int: any integer type (``operator.index``), not bool, ``>= 2``."""
-    d = _arrays.integer_scalar(d, "d")
-    if d < 2:
-        raise ValueError(f"d must be >= 2, got {d}")
-    return d
 
 
 def log_vmf_normalizer_working(xp, d: int, kappa):
@@ -505,12 +322,12 @@ def log_vmf_normalizer_terms_working(xp, d: int, kappa) -> NormalizerTerms:
 def normalizer_near_zero(xp, d: int, kappa, anchor):
     """``log C_d(k) = log C_d(k0) - int_{k0}^{k} A_d(t) dt`` near the zero ``k0`` :eq:`eq-normalizer-anchor`.
 
-    ``log C_d(k0)`` is known to 50 digits (:func:`normalizer_anchor`) and the integral, whose
+    ``log C_d(k0)`` is known to 50 digits (:func:`probcon_ref.tables.normalizer_anchor`) and the integral, whose
     size is about ``|log C_d(k)|`` itself, by Gauss-Legendre quadrature: the error is relative
     to the value, not to the large terms that cancel in the direct formula.
     """
     k0, c0, _ = anchor
-    nodes, weights = gauss_legendre(_QUADRATURE_NODES)
+    nodes, weights = gauss_legendre(QUADRATURE_NODES)
     half = 0.5 * (kappa - k0)
     integral = xp.zeros_like(kappa)
     for x_i, w_i in zip(nodes, weights):
@@ -518,132 +335,14 @@ def normalizer_near_zero(xp, d: int, kappa, anchor):
     return c0 - half * integral
 
 
-_QUADRATURE_NODES = 12
-
-
-@lru_cache(maxsize=None)
-def gauss_legendre(m: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Nodes and weights of the ``m``-point Gauss-Legendre rule on [-1, 1] (Newton on P_m)."""
-    nodes, weights = [], []
-    for i in range(1, m + 1):
-        x = math.cos(math.pi * (i - 0.25) / (m + 0.5))
-        for _ in range(100):
-            p0, p1 = 1.0, x
-            for k in range(2, m + 1):
-                p0, p1 = p1, ((2 * k - 1) * x * p1 - (k - 1) * p0) / k
-            dp = m * (x * p1 - p0) / (x * x - 1)
-            step = p1 / dp
-            x -= step
-            if abs(step) < 1e-17:
-                break
-        nodes.append(x)
-        weights.append(2 / ((1 - x * x) * dp * dp))
-    return tuple(nodes), tuple(weights)
-
-
-@lru_cache(maxsize=None)
-def normalizer_anchor(d: int, eps: float = 2.0**-52):
-    """``(k0, log C_d(k0), half_width)`` with ``log C_d(k0)`` close to 0, or ``None``.
-
-    ``log C_d`` falls from ``log C_d(0) = lgamma(d/2) - log 2 - (d/2) log pi`` (positive for
-    ``d >= 19``) towards ``-inf``, crossing zero once. ``k0`` is a float64 near that crossing,
-    found on the leading term of Debye's expansion and rounded to the working precision
-    (``eps``) so that ``k - k0`` is exact; ``log C_d(k0)`` is then evaluated with
-    Python's ``decimal`` at 50 digits from the power series, whose terms are all positive.
-    The window ``|k - k0| <= half_width`` covers the arguments where the direct formula
-    would miss the accuracy target (SPEC section 5).
-    """
-    nu = d / 2 - 1
-    if _log_normalizer_at_zero(d) <= 0:
-        return None
-
-    def leading(k: float) -> float:  # log C_d(k), Debye's expansion to leading order
-        s = math.hypot(nu, k)
-        return nu * math.log(k) - (d / 2) * _LOG_2PI - (nu * math.log(k / (nu + s)) + s
-                                                          - 0.5 * _LOG_2PI - 0.5 * math.log(s))
-
-    lo, hi = 1e-3, 1.0
-    while leading(hi) > 0:
-        lo, hi = hi, 2 * hi
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if leading(mid) > 0 else (lo, mid)
-    mantissa, exponent = math.frexp(0.5 * (lo + hi))
-    bits = round(-math.log2(eps)) + 1
-    k0 = math.ldexp(round(mantissa * 2**bits), exponent - bits)
-    half_width = max(4.0, 0.04 * k0) if eps < 1e-10 else max(8.0, 0.1 * k0)
-    return k0, float(_log_normalizer_decimal(d, k0)), half_width
-
-
-def _log_normalizer_at_zero(d: int) -> float:
-    return math.lgamma(d / 2) - math.log(2) - (d / 2) * math.log(math.pi)
-
-
-_PI_50 = "3.14159265358979323846264338327950288419716939937510582097494459"
-
-
-def _log_normalizer_decimal(d: int, k: float):
-    """``log C_d(k)`` at 50 digits with :mod:`decimal` :eq:`eq-bessel-series`.
-
-    ``log C_d(k) = -(d/2) log(2 pi) + nu log 2 + lgamma(nu + 1) - log sum_j (k^2/4)^j / (j! (nu+1)_j)``.
-    """
-    import decimal
-
-    ctx = decimal.Context(prec=60, Emax=10**9, Emin=-(10**9))
-    D = ctx.create_decimal
-    pi = D(_PI_50)
-    nu = D(d) / 2 - 1
-    q = ctx.multiply(D(k), D(k)) / 4
-    term, total, j = D(1), D(1), 0
-    while True:
-        j += 1
-        term = ctx.divide(ctx.multiply(term, q), ctx.multiply(D(j), nu + j))
-        total = ctx.add(total, term)
-        if j > float(q) ** 0.5 and term < total * D("1e-55"):
-            break
-    log_gamma = _log_gamma_half_integer(d, ctx, pi)  # lgamma(d/2) = lgamma(nu + 1)
-    return ctx.add(ctx.subtract(ctx.add(-(D(d) / 2) * (2 * pi).ln(ctx), nu * D(2).ln(ctx)), total.ln(ctx)), log_gamma)
-
-
-def _log_gamma_half_integer(d: int, ctx, pi):
-    """``log Gamma(d/2)`` exactly (to the context's precision) for an integer ``d >= 2``."""
-    D = ctx.create_decimal
-    if d % 2 == 0:
-        return D(math.factorial(d // 2 - 1)).ln(ctx)
-    m = (d - 1) // 2  # Gamma(m + 1/2) = (2m)! sqrt(pi) / (4^m m!)
-    ratio = ctx.divide(D(math.factorial(2 * m)), D(4**m * math.factorial(m)))
-    return ctx.add(ratio.ln(ctx), pi.ln(ctx) / 2)
-
-
 def mean_resultant_length_working(xp, d: int, kappa):
     """``A_d(kappa) = I_{d/2}(kappa) / I_{d/2-1}(kappa)`` on a validated array :eq:`eq-mean-resultant`."""
     return ratio_working(xp, d / 2 - 1, kappa)
 
 
-def log_vmf_normalizer(d, kappa):
-    """Log-normaliser of the von Mises-Fisher density on the unit sphere in ``R^d``.
-
-    ``log C_d(kappa) = nu log(kappa) - (d/2) log(2 pi) - log I_nu(kappa)`` with ``nu = d/2 - 1``
-    :eq:`eq-vmf-normalizer`, and at ``kappa = 0`` its limit
-    ``lgamma(d/2) - log 2 - (d/2) log pi`` (the uniform density), reached continuously.
-
-    Parameters
-    ----------
-    d : int
-        Dimension of the ambient space, ``>= 2``.
-    kappa : array
-        Concentrations, ``>= 0`` and finite.
-
-    Examples
-    --------
-    >>> import numpy as np, math
-    >>> from probcon_ref.special import log_vmf_normalizer
-    >>> float(log_vmf_normalizer(3, np.asarray(0.0))) == -math.log(4 * math.pi)
-    True
-    """
-    d = _check_dimension(d)
-    xp, kappa, out_dtype = _prepare(kappa, "kappa")
-    return _arrays.to_output(xp, log_vmf_normalizer_working(xp, d, kappa), out_dtype)
+# ---------------------------------------------------------------------------------------
+# The inverse of the ratio
+# ---------------------------------------------------------------------------------------
 
 
 def ratio_bracket(xp, nu: float, r):
@@ -674,6 +373,131 @@ def _ratio_slope(xp, nu: float, x, a, switch: float):
     q = xp.sqrt(x * x + c * c)
     model = (c + c * c / q) / ((c + q) * (c + q))
     return xp.where(x <= switch, exact, model)
+
+
+def inverse_ratio_working(xp, nu: float, rho, iterations: int | None = None):
+    """The ``x >= 0`` with ``A(x) = rho`` on a validated working-dtype array (see :func:`inverse_bessel_ratio`).
+
+    Newton steps on ``A(x) = rho`` inside the bracket of :func:`ratio_bracket`
+    :eq:`eq-ratio-bounds` from the start :eq:`eq-banerjee`, with the slope of
+    :func:`_ratio_slope` :eq:`eq-ratio-derivative`; the inverted series for small ``rho``.
+    """
+    eps = float(xp.finfo(rho.dtype).eps)
+    if iterations is None:
+        iterations = 12 if eps < 1e-10 else 8
+    r = xp.where(rho > 0, rho, _arrays.const(xp, 0.5, rho))  # rho = 0 takes the series below
+    lo, hi = ratio_bracket(xp, nu, r)
+    lo, hi = lo * (1 - 4 * eps), hi * (1 + 4 * eps)  # room for the rounding of A and of the bounds
+    x = xp.minimum(xp.maximum(r * (2 * nu + 2 - r * r) / ((1 - r) * (1 + r)), lo), hi)
+    # Above this x the exact slope keeps fewer than 2 digits (its rounding is eps x^2 / (nu + 1/2)).
+    switch = math.sqrt(1e-2 * (nu + 0.5) / eps)
+    floor = _arrays.const(xp, float(xp.finfo(rho.dtype).smallest_normal), r)
+    for _ in range(iterations):
+        a = ratio_working(xp, nu, x)
+        f = a - r
+        lo = xp.where(f < 0, x, lo)
+        hi = xp.where(f > 0, x, hi)
+        newton = x - f / xp.maximum(_ratio_slope(xp, nu, x, a, switch), floor)
+        inside = (newton > lo) & (newton < hi)
+        x = xp.where(inside, newton, xp.sqrt(lo) * xp.sqrt(hi))
+    # Small rho: the inverted power series, x = 2 (nu + 1) rho (1 + (nu + 1) rho^2 / (nu + 2)) + O(rho^5),
+    # exact to rounding below eps^(1/4) / 4, and free of the rounding that A suffers for
+    # subnormal x, which Newton's step would amplify by 1/A' = 2 (nu + 1).
+    series = (2 * nu + 2) * rho * (1 + (nu + 1) / (nu + 2) * rho * rho)
+    return xp.where(rho < eps**0.25 / 4, series, x)
+
+
+# ---------------------------------------------------------------------------------------
+# Public functions
+# ---------------------------------------------------------------------------------------
+
+
+def log_iv(nu, x):
+    """Natural log of the modified Bessel function of the first kind, ``log I_nu(x)``.
+
+    Implements :eq:`eq-debye`, :eq:`eq-bessel-series` and :eq:`eq-ratio-recurrence`.
+
+    Parameters
+    ----------
+    nu : float
+        Order, a Python number ``>= 0``.
+    x : array
+        Argument, ``>= 0`` and finite, any shape, any array-API library and device.
+
+    Returns
+    -------
+    array
+        ``log I_nu(x)`` in the dtype, namespace and device of ``x``; ``-inf`` at
+        ``x = 0`` when ``nu > 0`` (where ``I_nu(0) = 0``) and 0 when ``nu = 0``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from probcon_ref.special import log_iv
+    >>> float(log_iv(0.5, np.asarray(1.0)))  # I_{1/2}(1) = sqrt(2/pi) sinh(1)
+    -0.0643...
+    """
+    nu = _inputs.order(nu)
+    xp, x, out_dtype = _inputs.special_argument(x, "x")
+    if nu == 0:
+        out = _log_iv_scaled(xp, nu, x)
+    else:
+        # log I_nu(0) = -inf for nu > 0; evaluate on a clamped copy so no branch divides by 0.
+        positive = x > 0
+        finite = _log_iv_positive(xp, nu, xp.where(positive, x, xp.ones_like(x)))
+        out = xp.where(positive, finite, xp.full_like(x, -math.inf))
+    return _arrays.to_output(xp, out, out_dtype)
+
+
+def bessel_ratio(nu, x):
+    """The ratio ``I_{nu+1}(x) / I_nu(x)`` :eq:`eq-debye-ratio`.
+
+    For ``nu = d/2 - 1`` this is the vMF mean resultant length ``A_d(x)`` :eq:`eq-mean-resultant`,
+    and ``d/dx log C_d(x) = -A_d(x)``. Zero at ``x = 0``; tends to 1 as ``x`` grows.
+
+    Parameters
+    ----------
+    nu : float
+        Order, a Python number ``>= 0``.
+    x : array
+        Argument, ``>= 0`` and finite.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from probcon_ref.special import bessel_ratio
+    >>> float(bessel_ratio(0.5, np.asarray(2.0)))  # coth(2) - 1/2
+    0.5373...
+    """
+    nu = _inputs.order(nu)
+    xp, x, out_dtype = _inputs.special_argument(x, "x")
+    return _arrays.to_output(xp, ratio_working(xp, nu, x), out_dtype)
+
+
+def log_vmf_normalizer(d, kappa):
+    """Log-normaliser of the von Mises-Fisher density on the unit sphere in ``R^d``.
+
+    ``log C_d(kappa) = nu log(kappa) - (d/2) log(2 pi) - log I_nu(kappa)`` with ``nu = d/2 - 1``
+    :eq:`eq-vmf-normalizer`, and at ``kappa = 0`` its limit
+    ``lgamma(d/2) - log 2 - (d/2) log pi`` (the uniform density), reached continuously.
+
+    Parameters
+    ----------
+    d : int
+        Dimension of the ambient space, ``>= 2``.
+    kappa : array
+        Concentrations, ``>= 0`` and finite.
+
+    Examples
+    --------
+    >>> import numpy as np, math
+    >>> from probcon_ref.special import log_vmf_normalizer
+    >>> float(log_vmf_normalizer(3, np.asarray(0.0))) == -math.log(4 * math.pi)
+    True
+    """
+    d = _inputs.dimension(d)
+    xp, kappa, out_dtype = _inputs.special_argument(kappa, "kappa")
+    return _arrays.to_output(xp, log_vmf_normalizer_working(xp, d, kappa), out_dtype)
 
 
 def inverse_bessel_ratio(nu, rho, *, iterations: int | None = None):
@@ -708,46 +532,14 @@ def inverse_bessel_ratio(nu, rho, *, iterations: int | None = None):
     >>> np.allclose(bessel_ratio(63.0, x), [0.25, 0.9], rtol=1e-14)
     True
     """
-    nu = _check_order(nu)
+    nu = _inputs.order(nu)
     if iterations is not None:
         iterations = _arrays.integer_scalar(iterations, "iterations")
         if iterations < 1:
             raise ValueError(f"iterations must be at least 1, got {iterations}")
-    rho = _arrays.float_array(rho, "rho")
-    xp = _arrays.namespace_of(rho=rho)
-    dtype = _arrays.working_dtype(xp, rho.dtype, "rho")
-    out_dtype = rho.dtype
-    r = _arrays.to_working(xp, rho, dtype)
-    _arrays.check_finite(xp, r, "rho")
-    if not bool(xp.all((r >= 0) & (r < 1))):
-        raise ValueError("rho must lie in [0, 1)")
-    eps = float(xp.finfo(dtype).eps)
-    if iterations is None:
-        iterations = 12 if eps < 1e-10 else 8
-    positive = r > 0
-    r = xp.where(positive, r, _arrays.const(xp, 0.5, r))  # rho = 0 is answered exactly below
-    lo, hi = ratio_bracket(xp, nu, r)
-    lo, hi = lo * (1 - 4 * eps), hi * (1 + 4 * eps)  # room for the rounding of A and of the bounds
-    one_minus_sq = (1 - r) * (1 + r)
-    x = xp.minimum(xp.maximum(r * (2 * nu + 2 - r * r) / one_minus_sq, lo), hi)
-    # Above this x the exact slope keeps fewer than 2 digits (its rounding is eps x^2 / (nu + 1/2)).
-    switch = math.sqrt(1e-2 * (nu + 0.5) / eps)
-    floor = _arrays.const(xp, float(xp.finfo(dtype).smallest_normal), r)
-    for _ in range(iterations):
-        a = ratio_working(xp, nu, x)
-        f = a - r
-        lo = xp.where(f < 0, x, lo)
-        hi = xp.where(f > 0, x, hi)
-        newton = x - f / xp.maximum(_ratio_slope(xp, nu, x, a, switch), floor)
-        inside = (newton > lo) & (newton < hi)
-        x = xp.where(inside, newton, xp.sqrt(lo) * xp.sqrt(hi))
-    # Small rho: the inverted power series, x = 2 (nu + 1) rho (1 + (nu + 1) rho^2 / (nu + 2)) + O(rho^5),
-    # exact to rounding below eps^(1/4) / 4, and free of the rounding that A suffers for
-    # subnormal x, which Newton's step would amplify by 1/A' = 2 (nu + 1).
-    rho_w = _arrays.to_working(xp, rho, dtype)
-    series = (2 * nu + 2) * rho_w * (1 + (nu + 1) / (nu + 2) * rho_w * rho_w)
-    x = xp.where(rho_w < eps**0.25 / 4, series, x)
-    if out_dtype != dtype and not bool(xp.all(x <= float(xp.finfo(out_dtype).max))):
+    xp, r, out_dtype = _inputs.special_argument(rho, "rho", below_one=True)
+    x = inverse_ratio_working(xp, nu, r, iterations)
+    if out_dtype != r.dtype and not bool(xp.all(x <= float(xp.finfo(out_dtype).max))):
         raise OverflowError(f"the inverse ratio is not representable in {out_dtype}: it exceeds the largest "
                             f"{out_dtype} ({float(xp.finfo(out_dtype).max):.5g}) for rho this close to 1")
     return _arrays.to_output(xp, x, out_dtype)
