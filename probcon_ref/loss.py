@@ -1,10 +1,14 @@
-"""The probabilistic contrastive loss and NT-Xent, with their analytic gradients (SPEC sections 3-4).
+"""The probabilistic contrastive loss and NT-Xent (SPEC section 3), block by block.
 
-Read top to bottom, this file follows the derivation: directions, cosines, logits, the
-per-anchor loss computed from differences, the softmax, the residual weights ``W``, and the
-chain rule back through the concentrations, the cosines and the normalisation of the raw
-embeddings. Every function is written once against the array API standard; the input rules
-of SPEC section 7 are enforced by :mod:`probcon_ref._inputs` before any of it runs.
+Read top to bottom, this file follows the derivation: directions, cosines, the logits
+(from the concentrations, in the form that rounds less, or from the compensated product at
+large confidence), the per-anchor loss computed from differences, and the driver that runs
+the anchors in blocks of rows and hands each block's softmax to :mod:`probcon_ref.gradient`.
+Every function is written once against the array API standard and receives what it needs
+as arguments: the namespace ``xp`` and the elementwise steps (this file's reference
+:class:`ElementwiseSteps`, or CuPy's fused kernels) chosen once per call by the public
+functions (:func:`probcon_ref.pcl_loss` and the others), after the input rules of
+:mod:`probcon_ref._inputs`.
 """
 
 from __future__ import annotations
@@ -12,17 +16,12 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from . import _arrays, _inputs
+from . import _arrays
+from .gradient import GradientSums, block_gradient_sums, negative_weight_scale, positive_weights
 from .special import NormalizerTerms, log_vmf_normalizer_terms_working, mean_resultant_length_working
 
-__all__ = [
-    "PCLGrads",
-    "NTXentGrads",
-    "pcl_loss",
-    "pcl_loss_and_grad",
-    "ntxent_loss",
-    "ntxent_loss_and_grad",
-]
+__all__ = ["PCLGrads", "NTXentGrads", "Concentrations", "pcl_concentrations", "ntxent_concentrations",
+           "ElementwiseSteps", "contrast_anchors", "contrast"]
 
 
 class PCLGrads(NamedTuple):
@@ -92,9 +91,9 @@ def unit_directions(xp, z):
     return y / length, scale * length
 
 
-def positive_index(xp, n: int, rows):
-    """``p(a) = (a + N) mod 2N`` for the anchors ``a`` in ``rows`` :eq:`eq-positive`."""
-    return (rows + n) % (2 * n)
+def positive_index(xp, n: int, like):
+    """``p(a) = (a + N) mod 2N`` for the ``2N`` anchors, on the device of ``like`` :eq:`eq-positive`."""
+    return (xp.arange(2 * n, device=_arrays.device_of(like)) + n) % (2 * n)
 
 
 def positive_cosines(xp, mu_rows, mu_pos):
@@ -224,14 +223,14 @@ class AnchorTerms(NamedTuple):
     """Per-anchor quantities of the shifted softmax :eq:`eq-loss-stable`.
 
     ``m_a = max(0, max_b delta_ab)`` (the positive's gap is 0); ``e[a, b] = exp(delta_ab - m_a)``
-    over the negatives; ``s_a = sum_b e[a, b]``; ``z_a = exp(-m_a) + s_a``, the softmax
-    denominator in the same shifted units.
+    over the negatives; ``s_a = sum_b e[a, b]``; ``denominator_a = exp(-m_a) + s_a``, the
+    softmax denominator in the same shifted units.
     """
 
     m: object
     e: object
     s: object
-    z: object
+    denominator: object
 
 
 def anchor_terms(xp, gaps) -> AnchorTerms:
@@ -253,14 +252,14 @@ def per_anchor_loss(xp, terms: AnchorTerms):
 
 
 # ---------------------------------------------------------------------------------------
-# The elementwise steps, and who computes them
+# The elementwise steps (the reference; CuPy's fused kernels do the same in one launch each)
 # ---------------------------------------------------------------------------------------
 
 
 class ElementwiseSteps:
     """The steps of the loss that are elementwise (or row-wise) work, as array-API operations.
 
-    This is the reference. On CuPy arrays :func:`elementwise_steps` returns
+    This is the reference. On CuPy arrays the public functions pass
     :class:`probcon_ref.cupy.FusedSteps` instead, which does each step in one kernel and
     is tested against this class; the matrix products and the gradient stay common code.
     """
@@ -290,85 +289,6 @@ class ElementwiseSteps:
     def anchor_terms(self, gaps) -> AnchorTerms:
         """:func:`anchor_terms`; the fused version exponentiates in place, in ``gaps``."""
         return anchor_terms(self.xp, gaps)
-
-
-def elementwise_steps(xp) -> ElementwiseSteps:
-    """The implementation of the elementwise steps for arrays of namespace ``xp``.
-
-    CuPy's fused kernels for CuPy arrays (unless :func:`probcon_ref.use_fused_kernels` turns
-    them off), the array-API reference everywhere else.
-    """
-    from . import cupy as _fused
-
-    return _fused.steps_for(xp) or ElementwiseSteps(xp)
-
-
-# ---------------------------------------------------------------------------------------
-# Backward: the analytic gradient
-# ---------------------------------------------------------------------------------------
-
-
-def negative_weight_scale(xp, terms: AnchorTerms, w_rows):
-    """Row factor ``w_a / z_a`` of the negatives' weights ``W_ab = w_a P_ab = (w_a / z_a) e[a, b]``.
-
-    Implements :eq:`eq-softmax` and :eq:`eq-residual` for ``b not in {a, p(a)}`` (``W_aa = 0``;
-    the positive's entry is :func:`positive_weights`). The factor is shared by a whole row,
-    so it scales the (rows x d) products of the gradient instead of the (rows x 2N) matrix.
-    """
-    return w_rows / terms.z
-
-
-def positive_weights(xp, terms: AnchorTerms, w_rows):
-    """``W_{a,p(a)} = -w_a sum_{b not in {a,p(a)}} P_ab = -w_a s_a / z_a`` :eq:`eq-residual-positive`.
-
-    Never ``w_a (P_{a,p(a)} - 1)``, which cancels when the positive is confidently matched.
-    """
-    return -w_rows * terms.s / terms.z
-
-
-class Accumulated(NamedTuple):
-    """Sums over anchor blocks that the gradient needs (all O(2N d) or O(2N)).
-
-    With ``W_ab = row_a e[a, b]`` for the negatives: ``row_part`` is
-    ``row_a sum_b e[a, b] scale_b mu_b``, ``col_part`` is ``sum_a e[a, b] (row_a mu_a)`` and
-    ``col_sum`` is ``sum_a row_a e[a, b]``: three products with the (rows x 2N) matrix ``e``,
-    which is never rescaled itself.
-    """
-
-    row_part: list  # per block: sum_b W_ab scale_b mu_b, for the block's anchors
-    col_part: object  # (2N, d): sum_a W_ab mu_a for every candidate b (negatives only)
-    col_sum: object  # (2N,): sum_a W_ab (negatives only)
-
-
-def direction_grad(xp, acc: Accumulated, w_pos, conc: Concentrations, mu, n: int):
-    """``dL/dmu_a = sum_b (G_ab + G_ba) mu_b`` with ``G_ab = W_ab scale_b`` :eq:`eq-grad-cos` :eq:`eq-grad-mu`.
-
-    Negatives: ``sum_b W_ab scale_b mu_b`` (rows) plus ``scale_a sum_b W_ba mu_b`` (columns).
-    Positives, one per row: ``(W_{a,p(a)} scale_{p(a)} + W_{p(a),a} scale_a) mu_{p(a)}``.
-    """
-    pos = positive_index(xp, n, xp.arange(2 * n, device=_arrays.device_of(mu)))
-    scale = conc.scale
-    negatives = xp.concat(acc.row_part, axis=0) + scale[:, None] * acc.col_part
-    pos_coef = w_pos * xp.take(scale, pos) + xp.take(w_pos, pos) * scale
-    return negatives + pos_coef[:, None] * xp.take(mu, pos, axis=0)
-
-
-def kappa_grad(xp, acc: Accumulated, w_pos, c_pos, mu, mean_length, n: int):
-    """``dL/dkappa_b = sum_{a != b} W_ab (c_ab - A_d(kappa_b))`` :eq:`eq-grad-kappa`.
-
-    ``sum_a W_ab c_ab = mu_b . sum_a W_ab mu_a`` reuses the column sums of the direction
-    gradient; the positive of column ``b`` is row ``p(b)``, with ``c_{p(b),b} = c_{b,p(b)}``.
-    """
-    pos = positive_index(xp, n, xp.arange(2 * n, device=_arrays.device_of(mu)))
-    w_in = xp.take(w_pos, pos)  # W_{p(b), b}
-    weighted_cos = xp.sum(mu * acc.col_part, axis=1) + w_in * c_pos
-    return weighted_cos - mean_length * (acc.col_sum + w_in)
-
-
-def embedding_grad(xp, mu_grad, mu, norm):
-    """``dL/dz_a = (I - mu_a mu_a^T) dL/dmu_a / ||z_a||`` :eq:`eq-grad-z`."""
-    radial = xp.sum(mu * mu_grad, axis=1, keepdims=True)
-    return (mu_grad - radial * mu) / norm
 
 
 # ---------------------------------------------------------------------------------------
@@ -408,16 +328,19 @@ def row_blocks(candidates: int, block_size: int | None, n: int, matrices: int = 
 
 
 class Pass(NamedTuple):
-    losses: object  # per anchor
+    """What one pass over the anchors leaves: per-anchor quantities and the gradient's sums."""
+
+    losses: object  # loss_a per anchor
+    pos: object  # p(a) per anchor, local to the anchors
     c_pos: object  # c_{a,p(a)} per anchor
     w_pos: object  # W_{a,p(a)} per anchor, or None
-    acc: Accumulated | None
+    sums: GradientSums | None
 
 
-def contrast_anchors(xp, mu_anchors, first: int, mu, conc: Concentrations, weights, *,
+def contrast_anchors(xp, mu_anchors, first: int, mu, conc: Concentrations, weights, steps: ElementwiseSteps, *,
                      with_grad: bool, block_size=None, compensated: bool = False) -> Pass:
     """Losses of the anchors ``mu_anchors`` against every candidate ``mu``, block by block, and
-    the sums the gradient needs.
+    the sums the gradient needs (:func:`probcon_ref.gradient.block_gradient_sums`).
 
     The anchors are the ``2n`` candidates ``first, ..., first + 2n - 1``: ``n`` views 1 then
     their ``n`` views 2, so that the positive of local anchor ``a`` is candidate
@@ -426,29 +349,13 @@ def contrast_anchors(xp, mu_anchors, first: int, mu, conc: Concentrations, weigh
     ``compensated`` takes the logits from :func:`compensated_block_logits` (float64 only).
     """
     n = mu_anchors.shape[0] // 2
-    local = xp.arange(2 * n, device=_arrays.device_of(mu))
-    pos = first + positive_index(xp, n, local)
-    mu_pos = xp.take(mu, pos, axis=0)
+    pos = positive_index(xp, n, mu)
+    mu_pos = xp.take(mu, first + pos, axis=0)
     c_pos = positive_cosines(xp, mu_anchors, mu_pos)
-    pos_logit = positive_logits(xp, c_pos, positive_distances(xp, mu_anchors, mu_pos), conc, pos)
-    if compensated:
-        split_anchors, split_candidates = split_directions(xp, mu_anchors), split_directions(xp, mu)
-        scaled_mu = conc.scale[:, None] * mu
-
-        def logits(r0, r1):
-            return compensated_block_logits(xp, rows_of(split_anchors, r0, r1), split_candidates, conc)
-    else:
-        anchor_factors, candidates = logit_factors(xp, mu_anchors, mu, conc)
-        scaled_mu = candidates[:, :mu.shape[1]]
-
-        def logits(r0, r1):
-            return block_logits(xp, anchor_factors[r0:r1, ...], candidates)
-    steps = elementwise_steps(xp)
-    losses, w_pos, row_part = [], [], []
-    col_part = xp.zeros_like(mu) if with_grad else None
-    col_sum = xp.zeros_like(conc.scale) if with_grad else None
+    pos_logit = positive_logits(xp, c_pos, positive_distances(xp, mu_anchors, mu_pos), conc, first + pos)
+    logits, scaled_mu = _block_logit_maker(xp, mu_anchors, mu, conc, compensated)
+    losses, w_pos, rows, total = [], [], [], None
     for r0, r1 in row_blocks(mu.shape[0], block_size, n, matrices=3 if compensated else 1):
-        mu_rows = mu_anchors[r0:r1, ...]
         shift = n if r0 < n else -n  # positives of view-1 rows are n columns on, of view-2 rows n back
         # The logits live only as long as this call: the reference frees them once the gaps
         # exist, the fused kernels reuse their memory for the gaps and then for e.
@@ -456,150 +363,35 @@ def contrast_anchors(xp, mu_anchors, first: int, mu, conc: Concentrations, weigh
         terms = steps.anchor_terms(gaps)
         del gaps
         losses.append(per_anchor_loss(xp, terms))
-        if with_grad:
-            # W_ab = row[a] e[a, b] over the negatives (see Accumulated).
+        if with_grad:  # W_ab = row[a] e[a, b] over the negatives
             w_rows = weights[r0:r1]
-            row = negative_weight_scale(xp, terms, w_rows)
-            w_pos.append(positive_weights(xp, terms, w_rows))
-            row_part.append(row[:, None] * (terms.e @ scaled_mu))
-            col_part = col_part + xp.matrix_transpose(terms.e) @ (row[:, None] * mu_rows)
-            col_sum = col_sum + row @ terms.e
-    acc = Accumulated(row_part, col_part, col_sum) if with_grad else None
-    return Pass(xp.concat(losses), c_pos, xp.concat(w_pos) if with_grad else None, acc)
+            row = negative_weight_scale(xp, terms.denominator, w_rows)
+            w_pos.append(positive_weights(xp, terms.s, terms.denominator, w_rows))
+            block = block_gradient_sums(xp, terms.e, row, scaled_mu, mu_anchors[r0:r1, ...])
+            rows.append(block.rows)  # each block's own anchors; the column sums add up across blocks
+            total = block if total is None else GradientSums(None, total.columns + block.columns,
+                                                             total.column_weights + block.column_weights)
+    if not with_grad:
+        return Pass(xp.concat(losses), pos, c_pos, None, None)
+    sums = GradientSums(xp.concat(rows, axis=0), total.columns, total.column_weights)
+    return Pass(xp.concat(losses), pos, c_pos, xp.concat(w_pos), sums)
 
 
-def contrast(xp, batch: _inputs.Batch, conc: Concentrations, *, with_grad: bool, block_size=None):
-    """Directions, norms and the :class:`Pass` of every view of the batch as an anchor."""
+def _block_logit_maker(xp, mu_anchors, mu, conc: Concentrations, compensated: bool):
+    """``(logits(r0, r1), scale mu)``: the logits of anchors ``r0 .. r1 - 1`` against every candidate,
+    plain :eq:`eq-pcl-logits` or compensated :eq:`eq-compensated-logits`."""
+    if compensated:
+        split_anchors, split_candidates = split_directions(xp, mu_anchors), split_directions(xp, mu)
+        return (lambda r0, r1: compensated_block_logits(xp, rows_of(split_anchors, r0, r1), split_candidates, conc),
+                conc.scale[:, None] * mu)
+    anchor_factors, candidates = logit_factors(xp, mu_anchors, mu, conc)
+    return (lambda r0, r1: block_logits(xp, anchor_factors[r0:r1, ...], candidates)), candidates[:, :mu.shape[1]]
+
+
+def contrast(xp, batch, conc: Concentrations, steps: ElementwiseSteps, *, with_grad: bool, block_size=None):
+    """Directions, norms and the :class:`Pass` of every view of a validated batch
+    (:class:`probcon_ref._inputs.Batch`) as an anchor."""
     mu, norm = unit_directions(xp, batch.z)
-    out = contrast_anchors(xp, mu, 0, mu, conc, batch.weights, with_grad=with_grad, block_size=block_size,
+    out = contrast_anchors(xp, mu, 0, mu, conc, batch.weights, steps, with_grad=with_grad, block_size=block_size,
                            compensated=batch.compensated)
     return mu, norm, out
-
-
-def _split(a, n: int):
-    return a[:n, ...], a[n:, ...]
-
-
-# ---------------------------------------------------------------------------------------
-# Public functions
-# ---------------------------------------------------------------------------------------
-
-
-def pcl_loss(z1, z2, kappa1, kappa2, *, reduction: str = "mean", block_size: int | None = None):
-    """The probabilistic contrastive loss :eq:`eq-loss`, :eq:`eq-pcl-logits`.
-
-    Parameters
-    ----------
-    z1, z2 : array, shape (N, d)
-        Raw embeddings of the two views (any non-zero norm; only directions matter).
-    kappa1, kappa2 : array, shape (N,)
-        Concentrations (confidences) ``>= 0`` of the views.
-    reduction : {"mean", "sum", "none"}
-        Mean or sum over the 2N anchors, or the per-anchor losses (view 1 first)
-        :eq:`eq-reduction`.
-    block_size : int, optional
-        Anchors processed at a time; peak extra memory is O(block_size x 2N). By default
-        blocks hold about 2**24 matrix entries (one block up to 2N = 4096).
-
-    Returns
-    -------
-    array
-        A 0-d array (or shape (2N,) for ``"none"``), in the inputs' namespace, device and
-        (promoted) dtype.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from probcon_ref import pcl_loss, ntxent_loss
-    >>> rng = np.random.default_rng(0)
-    >>> z1, z2 = rng.normal(size=(2, 8, 16))
-    >>> k = np.full(8, 2.0)  # kappa = 1/tau everywhere gives NT-Xent(tau)
-    >>> bool(np.isclose(pcl_loss(z1, z2, k, k), ntxent_loss(z1, z2, temperature=0.5), rtol=1e-14))
-    True
-    """
-    block_size = check_block_size(block_size)
-    batch = _inputs.pcl_batch(z1, z2, kappa1, kappa2, reduction, None, allow_none=True)
-    xp = batch.xp
-    conc = pcl_concentrations(xp, batch.kappa, batch.d, elementwise_steps(xp))
-    return _inputs.finish(batch, contrast(xp, batch, conc, with_grad=False, block_size=block_size)[2].losses)
-
-
-def pcl_loss_and_grad(z1, z2, kappa1, kappa2, *, reduction: str = "mean", weights=None,
-                      block_size: int | None = None):
-    """The PCL and its analytic gradient :eq:`eq-residual` - :eq:`eq-grad-z`.
-
-    Parameters
-    ----------
-    z1, z2, kappa1, kappa2 :
-        As in :func:`pcl_loss`.
-    reduction : {"mean", "sum"}
-        Weight ``1/(2N)`` or 1 per anchor. Ignored when ``weights`` is given.
-    weights : array, shape (2N,), optional
-        Per-anchor weights ``w_a``: the loss is ``sum_a w_a loss_a``.
-    block_size : int, optional
-        As in :func:`pcl_loss`.
-
-    Returns
-    -------
-    loss : array
-        0-d, the reduced loss.
-    grads : PCLGrads
-        ``(z1, z2, kappa1, kappa2)`` gradients, each in its input's dtype.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from probcon_ref import pcl_loss_and_grad
-    >>> rng = np.random.default_rng(1)
-    >>> z1, z2 = rng.normal(size=(2, 4, 3))
-    >>> loss, g = pcl_loss_and_grad(z1, z2, np.ones(4), np.ones(4))
-    >>> g.z1.shape, g.kappa2.shape
-    ((4, 3), (4,))
-    """
-    block_size = check_block_size(block_size)
-    batch = _inputs.pcl_batch(z1, z2, kappa1, kappa2, reduction, weights, allow_none=False)
-    xp, n = batch.xp, batch.n
-    conc = pcl_concentrations(xp, batch.kappa, batch.d, elementwise_steps(xp))
-    mu, norm, out = contrast(xp, batch, conc, with_grad=True, block_size=block_size)
-    mean_length = elementwise_steps(xp).mean_resultant_length(batch.d, batch.kappa)
-    g_kappa = kappa_grad(xp, out.acc, out.w_pos, out.c_pos, mu, mean_length, n)
-    g_z = embedding_grad(xp, direction_grad(xp, out.acc, out.w_pos, conc, mu, n), mu, norm)
-    loss, grads = _inputs.finish(batch, out.losses, (*_split(g_z, n), *_split(g_kappa, n)))
-    return loss, PCLGrads(*grads)
-
-
-def ntxent_loss(z1, z2, *, temperature: float = 0.5, reduction: str = "mean", block_size: int | None = None):
-    """NT-Xent (InfoNCE with cosine similarity and temperature ``tau``) :eq:`eq-ntxent-logits`.
-
-    The deterministic special case of the PCL: every ``kappa = 1/tau``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from probcon_ref import ntxent_loss
-    >>> z = np.eye(1, 3)
-    >>> float(ntxent_loss(z, z, reduction="sum"))  # N = 1: one candidate, the positive
-    0.0
-    """
-    block_size = check_block_size(block_size)
-    batch = _inputs.ntxent_batch(z1, z2, temperature, reduction, None, allow_none=True)
-    xp = batch.xp
-    conc = ntxent_concentrations(xp, batch.temperature, batch.z)
-    return _inputs.finish(batch, contrast(xp, batch, conc, with_grad=False, block_size=block_size)[2].losses)
-
-
-def ntxent_loss_and_grad(z1, z2, *, temperature: float = 0.5, reduction: str = "mean", weights=None,
-                         block_size: int | None = None):
-    """NT-Xent and its analytic gradient with respect to both views :eq:`eq-grad-cos`.
-
-    Returns ``(loss, NTXentGrads(z1, z2))``; ``reduction``, ``weights`` and ``block_size``
-    as in :func:`pcl_loss_and_grad`.
-    """
-    block_size = check_block_size(block_size)
-    batch = _inputs.ntxent_batch(z1, z2, temperature, reduction, weights, allow_none=False)
-    xp, n = batch.xp, batch.n
-    conc = ntxent_concentrations(xp, batch.temperature, batch.z)
-    mu, norm, out = contrast(xp, batch, conc, with_grad=True, block_size=block_size)
-    g_z = embedding_grad(xp, direction_grad(xp, out.acc, out.w_pos, conc, mu, n), mu, norm)
-    loss, grads = _inputs.finish(batch, out.losses, _split(g_z, n))
-    return loss, NTXentGrads(*grads)

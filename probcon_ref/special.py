@@ -1,26 +1,16 @@
 """Special functions of the vMF distribution, in pure array-API operations (SPEC section 5).
 
 The order ``nu`` is a Python scalar (it comes from the embedding dimension); the argument
-``x`` is an array of any shape, from any array-API library, on any device. No SciPy call is
-made: NumPy, PyTorch and CuPy run the same code. The file follows the docs page *special
-functions*: the power series, Debye's expansion, the recurrence for small orders, the choice
-of a branch, the normaliser, the inverse of the ratio, and last the public functions, which
-check their arguments (:mod:`probcon_ref._inputs`) and call the rest. The exact numbers the
-methods need (Debye's polynomials, the per-precision plan, quadrature nodes, 50-digit
-anchors) are host-side tables of :mod:`probcon_ref.tables`.
-
-* order ``nu >= n0``: Debye's uniform asymptotic expansion of ``I_nu(nu z)``
-  :eq:`eq-debye`, with enough terms for the working precision; it is uniform in
-  ``x`` from 0 to infinity. The ratio ``I_{nu+1}/I_nu`` is the exact derivative of the same
-  truncated expansion :eq:`eq-debye-ratio`.
-* order ``nu < n0`` and ``x <= x_s``: the ascending power series :eq:`eq-bessel-series`, all of
-  whose terms are positive.
-* order ``nu < n0`` and ``x > x_s``: Debye at the shifted order ``nu + m >= n0``, then ``m``
-  steps of the backward recurrence for the ratio :eq:`eq-ratio-recurrence`, which has only
-  positive terms and is stable.
-
-Branches are combined with ``where`` on clamped inputs, so the branch that is discarded
-never produces inf or NaN.
+``x`` is an array of any shape, from any array-API library, on any device, and no SciPy call
+is made. The file follows the docs page *special functions*: the power series
+:eq:`eq-bessel-series` (order ``nu < n0``, ``x <= x_s``), Debye's uniform expansion
+:eq:`eq-debye` (order ``nu >= n0``, any ``x``; the ratio is the exact derivative of the same
+truncated sum :eq:`eq-debye-ratio`), the recurrence from order ``nu + m >= n0`` down to
+``nu`` for ``x > x_s`` :eq:`eq-ratio-recurrence`, the choice of a branch (with ``where`` on
+clamped inputs, so a discarded branch never makes inf or NaN), the normaliser, the inverse
+of the ratio, and last the public functions, which check their arguments
+(:mod:`probcon_ref._inputs`). The exact numbers the methods need are the host-side tables
+of :mod:`probcon_ref.tables`.
 """
 
 from __future__ import annotations
@@ -43,8 +33,6 @@ from .tables import (
 
 __all__ = ["log_iv", "bessel_ratio", "log_vmf_normalizer", "inverse_bessel_ratio"]
 
-# Names of the tables that code and tests reach through this module.
-_TABLES = (debye_plan_for, debye_polynomials, plan_for_eps)
 
 _LOG_2PI = math.log(2.0 * math.pi)
 

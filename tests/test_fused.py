@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 import probcon_ref as pr
-from probcon_ref import loss, special
+from probcon_ref import _dispatch, loss, special
 from probcon_ref import cupy as _fused
 
 import host_kernels
@@ -49,11 +49,19 @@ def launch(tmp_path_factory):
 
 
 @pytest.fixture
-def fused(launch):
+def fused(launch, monkeypatch):
     """Within this fixture, every namespace takes FusedSteps with the host kernels."""
     launch.launched.clear()
-    with _fused.injected(lambda xp: _fused.FusedSteps(xp, launch)):
-        yield launch
+    monkeypatch.setattr(_dispatch, "elementwise_steps", lambda xp: _fused.FusedSteps(xp, launch))
+    yield launch
+
+
+def reference_steps():
+    """A block in which the public functions take the array-API reference again."""
+    patch = pytest.MonkeyPatch.context()
+    m = patch.__enter__()
+    m.setattr(_dispatch, "elementwise_steps", loss.ElementwiseSteps)
+    return patch
 
 
 def rel(a, b) -> float:
@@ -188,7 +196,7 @@ def test_fused_loss_and_gradient_equal_the_reference(fused, dtype, n, d, block_s
     k1[0] = 0.0
     w = rng.uniform(-1, 2, size=2 * n)
     args = [a.astype(dt) for a in (z1, z2, k1, k2)]
-    with _fused.injected(None):  # the reference
+    with reference_steps():
         want = pr.pcl_loss_and_grad(*args, weights=w.astype(dt), block_size=block_size)
         want_none = pr.pcl_loss(*args, reduction="none", block_size=block_size)
         want_nt = pr.ntxent_loss_and_grad(args[0], args[1], temperature=0.1, block_size=block_size)
@@ -215,14 +223,13 @@ def test_fused_steps_are_chosen_for_cupy_only():
     import array_api_compat.cupy as cpx
 
     assert _fused.steps_for(npx) is None
-    assert isinstance(loss.elementwise_steps(npx), loss.ElementwiseSteps)
-    assert type(loss.elementwise_steps(npx)) is loss.ElementwiseSteps
+    assert type(_dispatch.elementwise_steps(npx)) is loss.ElementwiseSteps
     assert isinstance(_fused.steps_for(cpx), _fused.FusedSteps)
     with pr.use_fused_kernels(False):
         assert _fused.steps_for(cpx) is None
         with pr.use_fused_kernels(True):
             assert isinstance(_fused.steps_for(cpx), _fused.FusedSteps)
-        assert type(loss.elementwise_steps(cpx)) is loss.ElementwiseSteps
+        assert type(_dispatch.elementwise_steps(cpx)) is loss.ElementwiseSteps
     assert isinstance(_fused.steps_for(cpx), _fused.FusedSteps)
 
 

@@ -23,11 +23,12 @@ import docs_data
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "probcon_ref"
-BACKENDS_TOML = ROOT / "backends" / "backends.toml"
+BACKENDS_TOML = PACKAGE / "tools" / "backends.toml"
 EQ_ROLE = re.compile(r":eq:`([^`<>]+)`")
 
 #: Modules whose API the reference documents by hand (the page lists them explicitly).
-CORE_MODULES = ("probcon_ref", "probcon_ref.loss", "probcon_ref.special", "probcon_ref.cupy")
+CORE_MODULES = ("probcon_ref", "probcon_ref.loss", "probcon_ref.gradient", "probcon_ref.special", "probcon_ref.tables",
+                "probcon_ref.cupy")
 
 #: Modules documented when present, in this order, with a one-line description. Any other
 #: public module of the package that appears later is appended after these.
@@ -206,6 +207,7 @@ def _cell(value) -> str:
 
 
 def _declarations() -> dict | None:
+    """The package's backend declaration as written: the defaults and each backend's overrides apart."""
     if not BACKENDS_TOML.is_file():
         return None
     with BACKENDS_TOML.open("rb") as f:
@@ -216,7 +218,7 @@ def backends_table() -> str:
     data = _declarations()
     if data is None or not data.get("backends"):
         return ("No backends are declared yet: the repository has no "
-                "`backends/backends.toml`, or it declares none.\n")
+                "`probcon_ref/tools/backends.toml`, or it declares none.\n")
     rows = []
     known = {"module", "namespace", "install", "dtypes", "half_dtypes", "devices", "tolerances"}
     extra_keys: list[str] = []

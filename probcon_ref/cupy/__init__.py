@@ -48,7 +48,6 @@ THREADS = 256
 _MAX_GRID_Y = 65535
 
 _ENABLED: ContextVar[bool] = ContextVar("probcon_ref_fused", default=True)
-_INJECTED: ContextVar = ContextVar("probcon_ref_fused_steps", default=None)
 
 
 def kernel_source() -> str:
@@ -107,28 +106,15 @@ def use_fused_kernels(enabled: bool):
         _ENABLED.reset(token)
 
 
-@contextlib.contextmanager
-def injected(make_steps):
-    """Tests only: ``make_steps(xp)`` provides the steps for every namespace in this block."""
-    token = _INJECTED.set(make_steps)
-    try:
-        yield
-    finally:
-        _INJECTED.reset(token)
-
-
 def steps_for(xp):
     """:class:`FusedSteps` for CuPy (when enabled), else ``None`` (the reference)."""
-    make = _INJECTED.get()
-    if make is not None:
-        return make(xp)
     if _ENABLED.get() and array_api_compat.is_cupy_namespace(xp):
         return FusedSteps(xp, cupy_launcher())
     return None
 
 
 class FusedSteps(ElementwiseSteps):
-    """The elementwise steps with the kernels of ``cuda/fused.cu``.
+    """The elementwise steps with the kernels of ``probcon_ref/cupy/fused.cu``.
 
     ``launch(name, real, grid, block, args)`` runs one kernel: CuPy's ``RawModule`` on the
     GPU (:class:`CupyLauncher`), or the host build of the same source in the tests. ``args``

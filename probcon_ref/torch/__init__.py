@@ -60,6 +60,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without PyTorch
     raise ImportError("probcon_ref.torch needs PyTorch: pip install torch") from exc
 
 from .. import loss as _loss
+from .. import ntxent_loss as _ntxent_loss, ntxent_loss_and_grad as _ntxent_loss_and_grad
+from .. import pcl_loss as _pcl_loss, pcl_loss_and_grad as _pcl_loss_and_grad
 from .._arrays import check_positive_scalar
 from .._inputs import REDUCTIONS
 
@@ -221,8 +223,8 @@ def pcl_loss(z1, z2, kappa1, kappa2, *, reduction: str = "mean", block_size: int
     reduction = _check_reduction(reduction)
     block_size = _loss.check_block_size(block_size)
     grad_wanted = _grad_wanted(z1, z2, kappa1, kappa2)
-    return _ReferenceLoss.apply(functools.partial(_loss.pcl_loss, block_size=block_size),
-                                functools.partial(_loss.pcl_loss_and_grad, block_size=block_size),
+    return _ReferenceLoss.apply(functools.partial(_pcl_loss, block_size=block_size),
+                                functools.partial(_pcl_loss_and_grad, block_size=block_size),
                                 reduction, grad_wanted, z1, z2, kappa1, kappa2)
 
 
@@ -236,8 +238,8 @@ def ntxent_loss(z1, z2, *, temperature: float = 0.5, reduction: str = "mean", bl
     reduction = _check_reduction(reduction)
     block_size = _loss.check_block_size(block_size)
     bound = {"temperature": temperature, "block_size": block_size}
-    return _ReferenceLoss.apply(functools.partial(_loss.ntxent_loss, **bound),
-                                functools.partial(_loss.ntxent_loss_and_grad, **bound),
+    return _ReferenceLoss.apply(functools.partial(_ntxent_loss, **bound),
+                                functools.partial(_ntxent_loss_and_grad, **bound),
                                 reduction, _grad_wanted(z1, z2), z1, z2)
 
 

@@ -57,16 +57,13 @@ import torch
 import torch.distributed as dist
 
 from .. import _inputs
+from .._dispatch import elementwise_steps
+from ..gradient import GradientSums, direction_grad, embedding_grad, kappa_grad
 from ..loss import (
-    check_block_size,
-    Accumulated,
     NTXentGrads,
     PCLGrads,
+    check_block_size,
     contrast_anchors,
-    direction_grad,
-    elementwise_steps,
-    embedding_grad,
-    kappa_grad,
     ntxent_concentrations,
     pcl_concentrations,
     unit_directions,
@@ -102,28 +99,29 @@ def _global_loss_and_grad(batch: _inputs.Batch, kappa_local, temperature, group,
     offset = sum(counts[:rank])
 
     mu, norm = unit_directions(xp, batch.z)
+    steps = elementwise_steps(xp)
     if kappa_local is None:
         conc_local = ntxent_concentrations(xp, temperature, batch.z)
     else:
-        conc_local = pcl_concentrations(xp, kappa_local, batch.d, elementwise_steps(xp))
+        conc_local = pcl_concentrations(xp, kappa_local, batch.d, steps)
     mu_all = _all_gather_rows(mu, counts, group)
     conc_all = type(conc_local)(*(None if part is None else _all_gather_rows(part, counts, group)
                                   for part in conc_local))
 
     weights = batch.weights * (2 * n) / total if batch.reduction == "mean" else batch.weights
-    out = contrast_anchors(xp, mu, offset, mu_all, conc_all, weights, with_grad=True, block_size=block_size)
+    out = contrast_anchors(xp, mu, offset, mu_all, conc_all, weights, steps, with_grad=True, block_size=block_size)
 
     loss = torch.sum(weights * out.losses)
     dist.all_reduce(loss, group=group)
-    col_part, col_sum = out.acc.col_part, out.acc.col_sum
-    dist.all_reduce(col_part, group=group)
-    dist.all_reduce(col_sum, group=group)
-    acc = Accumulated(out.acc.row_part, col_part[offset:offset + 2 * n], col_sum[offset:offset + 2 * n])
-    g_z = embedding_grad(xp, direction_grad(xp, acc, out.w_pos, conc_local, mu, n), mu, norm)
+    columns, column_weights = out.sums.columns, out.sums.column_weights
+    dist.all_reduce(columns, group=group)
+    dist.all_reduce(column_weights, group=group)
+    sums = GradientSums(out.sums.rows, columns[offset:offset + 2 * n], column_weights[offset:offset + 2 * n])
+    g_z = embedding_grad(xp, direction_grad(xp, sums, out.w_pos, conc_local.scale, mu, out.pos), mu, norm)
     g_kappa = None
     if kappa_local is not None:
-        mean_length = elementwise_steps(xp).mean_resultant_length(batch.d, kappa_local)
-        g_kappa = kappa_grad(xp, acc, out.w_pos, out.c_pos, mu, mean_length, n)
+        mean_length = steps.mean_resultant_length(batch.d, kappa_local)
+        g_kappa = kappa_grad(xp, sums, out.w_pos, out.c_pos, mu, mean_length, out.pos)
     return loss, g_z, g_kappa
 
 
