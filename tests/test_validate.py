@@ -19,8 +19,9 @@ import pytest
 
 from probcon_ref import ntxent_loss, ntxent_loss_and_grad, pcl_loss, pcl_loss_and_grad
 from probcon_ref.tools.cli import main
-from probcon_ref import testing
-from probcon_ref.testing import ROUNDING, TOLERANCES, battery, load_callable, validate
+from probcon_ref.testing import ROUNDING, TOLERANCES, battery, load_callable, regimes, validate
+from probcon_ref.testing.diagnose.finding import ROUNDING_LEVEL
+from probcon_ref.testing.measure import loss_rounding
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS = Path(__file__).resolve().parent / "peers"
@@ -51,8 +52,7 @@ def ntxent_ref(z1, z2, temperature):
 def test_pcl_battery_covers_every_regime_of_spec_section_6():
     cases = {c.name: c for c in battery("pcl")}
     tags = set().union(*(c.tags for c in cases.values()))
-    assert {"random", "d2", "d3", "odd-d", "large-d", "tiny-kappa", "huge-kappa", "kappa-zero", "identical",
-            "antipodal", "tiny-norm", "huge-norm", "n1", "tiny-loss"} <= tags
+    assert regimes.required("pcl") <= tags
     dims = {c.d for c in cases.values()}
     assert {2, 3, 4096} <= dims and any(d % 2 and d > 1000 for d in dims)
     kappa = np.concatenate([np.concatenate([c.inputs["kappa1"], c.inputs["kappa2"]]) for c in cases.values()])
@@ -67,6 +67,15 @@ def test_pcl_battery_covers_every_regime_of_spec_section_6():
     np.testing.assert_array_equal(again["random"].inputs["z1"], cases["random"].inputs["z1"])
     other = {c.name: c for c in battery("pcl", seed=1)}
     assert not np.array_equal(other["random"].inputs["z1"], cases["random"].inputs["z1"])
+
+
+def test_ntxent_battery_covers_every_regime_of_spec_section_6():
+    assert regimes.required("ntxent") <= set().union(*(c.tags for c in battery("ntxent")))
+
+
+def test_a_regime_outside_the_list_is_refused():
+    with pytest.raises(ValueError, match="unknown regime"):
+        regimes.keys("identical", "no-such-regime")
 
 
 def test_ntxent_battery_fixed_temperature():
@@ -174,7 +183,7 @@ def test_missing_normaliser():
     assert report.signatures[0] == "no-normaliser"
     # with kappa equal everywhere the normaliser cancels: the loss is right there
     equal = [r for r in report.results if r.case == "equal-kappa"]
-    assert all(r.errors["loss"] <= 1e-12 for r in equal if r.dtype == "float64")
+    assert all(r.errors["loss"] <= TOLERANCES["float64"][0] for r in equal if r.dtype == "float64")
 
 
 def test_constant_offset_is_recognised():
@@ -189,7 +198,7 @@ def test_detached_normaliser_breaks_only_the_kappa_gradient():
     assert report.signatures == ["gradient:kappa-detached"]
     bad = [r for r in report.results if r.status == "fail"]
     assert bad and all(set(r.wrong) <= {"kappa1", "kappa2"} for r in bad)
-    assert all(r.errors["loss"] <= 1e-12 for r in report.results if r.dtype == "float64")
+    assert all(r.errors["loss"] <= TOLERANCES["float64"][0] for r in report.results if r.dtype == "float64")
     assert explained_by(report, "gradient:kappa-detached") == failing(report)
 
 
@@ -254,7 +263,7 @@ def test_textbook_loss_fails_where_the_loss_is_tiny_and_is_named(name, loss):
     for r in bad:  # and only where the loss is far below its logits
         assert np.min(r._ref.losses) < 1e-3 * np.max(r._ref.logit_size), r.run
         # its error is the logits' rounding, well inside what the signature allows
-        assert testing._loss_rounding(r._got_loss, r._ref, "mean") <= testing._ROUNDING_LEVEL / 4, r.run
+        assert loss_rounding(r._got_loss, r._ref, "mean") <= ROUNDING_LEVEL / 4, r.run
     if loss == "pcl":
         (confident,) = [r for r in bad if r.run == ("confident", "float64")]
         assert confident._got_loss == 0.0 and 0 < float(confident._ref.loss) < 1e-40

@@ -1,0 +1,87 @@
+"""How the validated function is called and what it returns: :class:`Convention`.
+
+The options of ``validate`` and of ``probcon-ref validate`` (their allowed values are the
+tuples here), checked once when a convention is made.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .tolerances import DTYPES
+
+LOSSES = ("pcl", "ntxent")
+FRAMEWORKS = ("numpy", "torch", "cupy")
+REDUCTIONS = ("mean", "sum", "none", "pair-mean")
+KAPPA_MODES = ("kappa", "log")
+GRADIENTS = ("auto", "autograd", "returned", "none")
+__all__ = ["Convention", "LOSSES", "FRAMEWORKS", "REDUCTIONS", "KAPPA_MODES", "GRADIENTS", "DTYPES",
+           "choice", "check_temperature", "grad_keys"]
+
+_REDUCTION_WORDS = {"mean": "mean over the 2N anchors", "sum": "sum over the 2N anchors",
+                    "none": "per-anchor losses (2N,)", "pair-mean": "sum over the 2N anchors / N"}
+
+
+def choice(value, allowed, name):
+    """``value`` if it is one of ``allowed``, else a ``ValueError`` naming the option ``name``."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return value
+
+
+def check_temperature(t) -> None:
+    """A ``ValueError`` unless ``t`` is a finite number > 0 or None."""
+    if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0):
+        raise ValueError(f"temperature must be a finite number > 0 or None, got {t!r}")
+
+
+@dataclass(frozen=True)
+class Convention:
+    """How the validated function is called and what it returns."""
+
+    loss: str = "pcl"
+    framework: str = "numpy"
+    device: str | None = None
+    reduction: str = "mean"
+    kappa: str = "kappa"
+    temperature: float | None = None
+    gradients: str = "auto"
+
+    def __post_init__(self):
+        """Check every option (a ``ValueError`` naming it)."""
+        choice(self.loss, LOSSES, "loss")
+        choice(self.framework, FRAMEWORKS, "framework")
+        choice(self.reduction, REDUCTIONS, "reduction")
+        choice(self.kappa, KAPPA_MODES, "kappa")
+        choice(self.gradients, GRADIENTS, "gradients")
+        check_temperature(self.temperature)
+        if self.temperature is not None and self.loss != "ntxent":
+            raise ValueError("temperature applies to loss='ntxent' only")
+        if self.kappa == "log" and self.loss != "pcl":
+            raise ValueError("kappa='log' applies to loss='pcl' only")
+        if self.gradients == "autograd" and self.framework != "torch":
+            raise ValueError("gradients='autograd' needs framework='torch'")
+
+    def describe(self) -> str:
+        """The convention in words, for the report."""
+        parts = ["PCL" if self.loss == "pcl" else "NT-Xent",
+                 f"framework {self.framework}" + (f" ({self.device})" if self.device else ""),
+                 f"reduction: {_REDUCTION_WORDS[self.reduction]}"]
+        if self.loss == "pcl":
+            parts.append("kappa given as log-kappa" if self.kappa == "log" else "kappa given directly")
+        else:
+            parts.append("temperature passed as third argument" if self.temperature is None
+                         else f"fixed temperature {self.temperature:g}")
+        return ", ".join(parts)
+
+    def call_signature(self) -> str:
+        """How the function is called: ``fn(z1, z2, kappa1, kappa2)``..."""
+        if self.loss == "pcl":
+            return "fn(z1, z2, kappa1, kappa2)"
+        return "fn(z1, z2, temperature)" if self.temperature is None else "fn(z1, z2)"
+
+
+def grad_keys(conv: Convention) -> tuple:
+    """The gradient blocks of the loss: ``("z1", "z2", "kappa1", "kappa2")`` or ``("z1", "z2")``."""
+    return ("z1", "z2", "kappa1", "kappa2") if conv.loss == "pcl" else ("z1", "z2")
