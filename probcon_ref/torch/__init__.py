@@ -1,12 +1,15 @@
 """PyTorch integration: the reference losses as differentiable functions and ``nn.Module`` s.
 
-:func:`pcl_loss` and :func:`ntxent_loss` are ``torch.autograd.Function`` s whose backward is
-the analytic gradient of :func:`probcon_ref.pcl_loss_and_grad` (SPEC section 4,
+:func:`pcl_loss` and :func:`ntxent_loss` go through one ``torch.autograd.Function``
+(:func:`probcon_ref.torch._autograd.analytic_loss`) whose backward is the vector-Jacobian product that
+:func:`probcon_ref.pcl_loss_and_grad` computes by formula (SPEC section 4,
 :eq:`eq-residual` - :eq:`eq-grad-z`), not autograd through the forward pass: the
-reference's mathematics runs unchanged on the tensors, on their device.
+reference's mathematics runs unchanged on the tensors, on their device. The distributed
+losses of :mod:`probcon_ref.torch.distributed` use the same function.
 
-* The backward is scaled by the incoming gradient: for ``reduction="none"`` it becomes the
-  per-anchor weights ``w_a`` of :eq:`eq-residual`.
+* The cotangent is the incoming gradient: for a reduced loss the gradient blocks computed
+  in the forward pass are scaled by it; for ``reduction="none"`` it becomes the per-anchor
+  weights ``w_a`` of :eq:`eq-residual` and the VJP is computed in the backward pass.
 * It is differentiable once (``once_differentiable``): asking for a second derivative
   (``create_graph=True``, for instance a gradient penalty through the loss) raises an error
   instead of returning a gradient that silently carries no graph.
@@ -50,12 +53,10 @@ Examples
 
 from __future__ import annotations
 
-import contextlib
 import functools
 
 try:
     import torch
-    from torch.autograd.function import once_differentiable
 except ImportError as exc:  # pragma: no cover - exercised only without PyTorch
     raise ImportError("probcon_ref.torch needs PyTorch: pip install torch") from exc
 
@@ -63,133 +64,9 @@ from .. import loss as _loss
 from .. import ntxent_loss as _ntxent_loss, ntxent_loss_and_grad as _ntxent_loss_and_grad
 from .. import pcl_loss as _pcl_loss, pcl_loss_and_grad as _pcl_loss_and_grad
 from .._arrays import check_positive_scalar
-from .._inputs import REDUCTIONS
+from ._autograd import AnalyticSpec, _check_reduction, _check_tensors, analytic_loss
 
 __all__ = ["pcl_loss", "ntxent_loss", "PCLLoss", "NTXentLoss", "distributed"]
-
-_HALF = (torch.float16, torch.bfloat16)
-
-
-def _check_tensors(**tensors) -> None:
-    for name, t in tensors.items():
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-
-
-def _check_reduction(reduction) -> str:
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    return reduction
-
-
-def _autocast_off(device: torch.device):
-    """A context with autocast disabled on ``device`` (nothing to do where it has none)."""
-    if torch.amp.is_autocast_available(device.type):
-        return torch.autocast(device_type=device.type, enabled=False)
-    return contextlib.nullcontext()
-
-
-def _working(t: torch.Tensor) -> torch.Tensor:
-    """Half precisions widened to float32; float32/float64 (and invalid dtypes) as they are."""
-    return t.float() if t.dtype in _HALF else t
-
-
-def _loss_dtype(*tensors: torch.Tensor) -> torch.dtype:
-    dtype = tensors[0].dtype
-    for t in tensors[1:]:
-        dtype = torch.promote_types(dtype, t.dtype)
-    return dtype
-
-
-def _differentiable_once(backward):
-    """``once_differentiable``, and an error when autograd is asked for a graph of the gradient.
-
-    The gradient is computed by formula, so autograd cannot differentiate it again; with
-    ``create_graph=True`` plain ``once_differentiable`` would return a gradient that silently
-    carries no graph, so a second-order term (a gradient penalty) would vanish unnoticed.
-    """
-    inner = once_differentiable(backward)
-
-    @functools.wraps(backward)
-    def wrapper(ctx, *grad_outputs):
-        if torch.is_grad_enabled():
-            raise RuntimeError(
-                "probcon_ref.torch losses are differentiable once (once_differentiable): "
-                "their backward is the analytic gradient, so create_graph=True (double "
-                "backward, gradient penalties through the loss) is not supported"
-            )
-        return inner(ctx, *grad_outputs)
-
-    return wrapper
-
-
-def _scaled(grads, grad_output, needs, dtypes):
-    """Each gradient times ``grad_output``, cast to its input's dtype; None where not needed."""
-    out = []
-    for g, need, dt in zip(grads, needs, dtypes):
-        out.append((g * grad_output.to(g.dtype)).to(dt) if need else None)
-    return tuple(out)
-
-
-def _finite_part(grad_output):
-    """``(weights, poison)``: ``grad_output`` with its non-finite entries set to zero, and a
-    0-d tensor that is 0 when every entry is finite and NaN otherwise.
-
-    Adding ``poison`` to the gradients computed with ``weights`` propagates a NaN or infinite
-    upstream gradient, without a host synchronisation, and without ever passing the
-    reference a non-finite weight (which it refuses as invalid input).
-    """
-    finite = torch.isfinite(grad_output)
-    weights = torch.where(finite, grad_output, 0.0)
-    poison = torch.where(finite, 0.0, grad_output).sum() * 0
-    return weights, poison
-
-
-class _ReferenceLoss(torch.autograd.Function):
-    """Forward: a reference loss; backward: its analytic gradient (PCL and NT-Xent alike).
-
-    ``loss(*inputs, reduction=...)`` and ``loss_and_grad(*inputs, reduction=..., weights=...)``
-    are :mod:`probcon_ref.loss` functions with their other arguments (temperature,
-    ``block_size``) bound.
-    """
-
-    @staticmethod
-    def forward(ctx, loss, loss_and_grad, reduction, grad_wanted, *inputs):
-        ctx.loss_and_grad = loss_and_grad
-        ctx.reduction = reduction
-        ctx.dtypes = tuple(t.dtype for t in inputs)
-        out_dtype = _loss_dtype(*inputs)
-        work = tuple(_working(t) for t in inputs)
-        with _autocast_off(inputs[0].device):
-            if reduction == "none":
-                value = loss(*work, reduction="none")
-                ctx.save_for_backward(*work)
-            elif grad_wanted:
-                value, grads = loss_and_grad(*work, reduction=reduction)
-                ctx.save_for_backward(*grads)
-            else:
-                value = loss(*work, reduction=reduction)
-        out = value.to(out_dtype)
-        if out_dtype in _HALF and not bool(torch.isfinite(out).all()):  # a host read for half outputs only
-            raise OverflowError(f"the loss is not representable in {out_dtype}: its magnitude exceeds the "
-                                f"largest {out_dtype} ({torch.finfo(out_dtype).max:.5g})")
-        return out
-
-    @staticmethod
-    @_differentiable_once
-    def backward(ctx, grad_output):
-        needs = ctx.needs_input_grad[4:]
-        with _autocast_off(grad_output.device):
-            if ctx.reduction == "none":
-                work = ctx.saved_tensors
-                weights, poison = _finite_part(grad_output.to(work[0].dtype))
-                _, grads = ctx.loss_and_grad(*work, weights=weights)
-                grads = tuple((g + poison).to(dt) if need else None
-                              for g, need, dt in zip(grads, needs, ctx.dtypes))
-            else:
-                grads = _scaled(ctx.saved_tensors, grad_output, needs, ctx.dtypes)
-        return (None, None, None, None, *grads)
-
 
 def _grad_wanted(*tensors) -> bool:
     """Whether autograd will ask for a gradient: then the forward computes it in the same pass."""
@@ -222,10 +99,10 @@ def pcl_loss(z1, z2, kappa1, kappa2, *, reduction: str = "mean", block_size: int
     _check_tensors(z1=z1, z2=z2, kappa1=kappa1, kappa2=kappa2)
     reduction = _check_reduction(reduction)
     block_size = _loss.check_block_size(block_size)
-    grad_wanted = _grad_wanted(z1, z2, kappa1, kappa2)
-    return _ReferenceLoss.apply(functools.partial(_pcl_loss, block_size=block_size),
-                                functools.partial(_pcl_loss_and_grad, block_size=block_size),
-                                reduction, grad_wanted, z1, z2, kappa1, kappa2)
+    spec = AnalyticSpec(functools.partial(_pcl_loss, block_size=block_size),
+                        functools.partial(_pcl_loss_and_grad, block_size=block_size),
+                        reduction, _grad_wanted(z1, z2, kappa1, kappa2))
+    return analytic_loss(spec, z1, z2, kappa1, kappa2)
 
 
 def ntxent_loss(z1, z2, *, temperature: float = 0.5, reduction: str = "mean", block_size: int | None = None):
@@ -238,9 +115,9 @@ def ntxent_loss(z1, z2, *, temperature: float = 0.5, reduction: str = "mean", bl
     reduction = _check_reduction(reduction)
     block_size = _loss.check_block_size(block_size)
     bound = {"temperature": temperature, "block_size": block_size}
-    return _ReferenceLoss.apply(functools.partial(_ntxent_loss, **bound),
-                                functools.partial(_ntxent_loss_and_grad, **bound),
-                                reduction, _grad_wanted(z1, z2), z1, z2)
+    spec = AnalyticSpec(functools.partial(_ntxent_loss, **bound), functools.partial(_ntxent_loss_and_grad, **bound),
+                        reduction, _grad_wanted(z1, z2))
+    return analytic_loss(spec, z1, z2)
 
 
 class PCLLoss(torch.nn.Module):
@@ -279,6 +156,4 @@ class NTXentLoss(torch.nn.Module):
         return f"temperature={self.temperature}, reduction={self.reduction!r}, block_size={self.block_size}"
 
 
-# Last: the distributed loss reuses this module's guards (autocast, half precision, the
-# once-differentiable backward), so it is imported once they exist.
-from . import distributed  # noqa: E402
+from . import distributed  # noqa: E402  (after the modules, as the package's last name)

@@ -40,8 +40,9 @@ different d or dtype cannot crash the group, and ranks with different options ca
 return a silently wrong loss. A program that catches the exception on every rank can go on
 using the group.
 
-The differentiable :func:`pcl_loss` and :func:`ntxent_loss` keep the guards of
-:mod:`probcon_ref.torch`: the computation runs with autocast switched off, float16/bfloat16
+The differentiable :func:`pcl_loss` and :func:`ntxent_loss` go through the same autograd
+function as the single-process losses (:func:`probcon_ref.torch._autograd.analytic_loss`), with the
+global ``*_loss_and_grad`` as its vector-Jacobian product, so they have the same guards: the computation runs with autocast switched off, float16/bfloat16
 in float32 with the loss returned in the inputs' (promoted) dtype and each gradient, scaled
 by the incoming gradient before rounding, in its input's dtype; a non-finite incoming
 gradient propagates; ``create_graph=True`` is an error (differentiable once).
@@ -68,7 +69,7 @@ from ..loss import (
     pcl_concentrations,
     unit_directions,
 )
-from . import _autocast_off, _check_tensors, _differentiable_once, _scaled
+from ._autograd import AnalyticSpec, _autocast_off, _check_tensors, analytic_loss
 
 __all__ = ["pcl_loss", "ntxent_loss", "pcl_loss_and_grad", "ntxent_loss_and_grad"]
 
@@ -348,40 +349,24 @@ def ntxent_loss_and_grad(z1, z2, *, temperature: float = 0.5, reduction: str = "
     return loss, NTXentGrads(*grads)
 
 
-class _GlobalLoss(torch.autograd.Function):
-    """Forward: the global loss; backward: the analytic gradient, scaled by ``grad_output``.
-
-    ``compute()`` returns the loss and the gradient blocks in the working dtype; the loss is
-    returned in the caller's dtype (checked against its range, :func:`probcon_ref._inputs.finish`),
-    and the scaled gradients take the dtypes of ``batch``'s inputs.
-    """
-
-    @staticmethod
-    def forward(ctx, compute, batch, *inputs):
-        loss, grads = compute()
-        ctx.dtypes = batch.grad_dtypes
-        ctx.save_for_backward(*grads)
-        return _inputs.finish(batch, loss)
-
-    @staticmethod
-    @_differentiable_once
-    def backward(ctx, grad_output):
-        with _autocast_off(grad_output.device):
-            grads = _scaled(ctx.saved_tensors, grad_output, ctx.needs_input_grad[2:], ctx.dtypes)
-        return (None, None, *grads)
-
-
 def pcl_loss(z1, z2, kappa1, kappa2, *, reduction: str = "mean", group=None, block_size=None):
-    """Differentiable global PCL (``torch.autograd``); see the module docstring for DDP."""
-    batch, block_size = _agreed(_PCL, group, z1,
-                                lambda: _pcl_inputs(z1, z2, kappa1, kappa2, reduction, block_size))
-    compute = functools.partial(_pcl_global, batch, group, block_size)
-    return _GlobalLoss.apply(compute, batch, z1, z2, kappa1, kappa2)
+    """Differentiable global PCL (``torch.autograd``); see the module docstring for DDP.
+
+    Goes through the single-process adapter's one autograd function
+    (:func:`probcon_ref.torch._autograd.analytic_loss`), with :func:`pcl_loss_and_grad` as its
+    vector-Jacobian product: the same guards (autocast, half precision, the
+    once-differentiable backward).
+    """
+    # Every process learns of a bad input on any of them before autograd sees the tensors.
+    _agreed(_PCL, group, z1, lambda: _pcl_inputs(z1, z2, kappa1, kappa2, reduction, block_size))
+    spec = AnalyticSpec(None, functools.partial(pcl_loss_and_grad, group=group, block_size=block_size),
+                        reduction, True)
+    return analytic_loss(spec, z1, z2, kappa1, kappa2)
 
 
 def ntxent_loss(z1, z2, *, temperature: float = 0.5, reduction: str = "mean", group=None, block_size=None):
-    """Differentiable global NT-Xent (``torch.autograd``)."""
-    batch, block_size = _agreed(_NTXENT, group, z1,
-                                lambda: _ntxent_inputs(z1, z2, temperature, reduction, block_size))
-    compute = functools.partial(_ntxent_global, batch, group, block_size)
-    return _GlobalLoss.apply(compute, batch, z1, z2)
+    """Differentiable global NT-Xent (``torch.autograd``), as :func:`pcl_loss`."""
+    _agreed(_NTXENT, group, z1, lambda: _ntxent_inputs(z1, z2, temperature, reduction, block_size))
+    spec = AnalyticSpec(None, functools.partial(ntxent_loss_and_grad, temperature=temperature, group=group,
+                                                block_size=block_size), reduction, True)
+    return analytic_loss(spec, z1, z2)
