@@ -80,6 +80,11 @@ def pcl_loss_and_grad(z1, z2, kappa1, kappa2, *, reduction: str = "mean", weight
                       block_size: int | None = None):
     """The PCL and its analytic gradient :eq:`eq-residual` - :eq:`eq-grad-z`.
 
+    With ``weights=w`` this is the vector-Jacobian product of the per-anchor losses with the
+    cotangent ``w``: the loss ``sum_a w_a loss_a`` and its gradient, computed by formula. A
+    framework's backward pass is this call with the incoming gradient as ``w``
+    (:mod:`probcon_ref.torch`).
+
     Parameters
     ----------
     z1, z2, kappa1, kappa2 :
@@ -87,7 +92,7 @@ def pcl_loss_and_grad(z1, z2, kappa1, kappa2, *, reduction: str = "mean", weight
     reduction : {"mean", "sum"}
         Weight ``1/(2N)`` or 1 per anchor. Ignored when ``weights`` is given.
     weights : array, shape (2N,), optional
-        Per-anchor weights ``w_a``: the loss is ``sum_a w_a loss_a``.
+        The cotangent: per-anchor weights ``w_a``, finite; the loss is ``sum_a w_a loss_a``.
     block_size : int, optional
         As in :func:`pcl_loss`.
 
