@@ -15,12 +15,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import ntxent_loss, ntxent_loss_and_grad, pcl_loss, pcl_loss_and_grad
+from ..testing import regimes
+from ..testing.tolerances import TOLERANCES
 from .backends import Target, available_targets, unavailable_targets
 
-# SPEC section 6: float64 against the float64 reference is exact to rounding; float32
-# against float64 within 1e-5 (loss) and 1e-4 (gradient blocks).
-TOLERANCES = {"float64": (1e-12, 1e-10), "float32": (1e-5, 1e-4)}
+# TOLERANCES: SPEC section 6, (loss, gradient block) by dtype: float64 against the float64
+# reference is exact to rounding, float32 is held to its distance from float64.
 FD_TOLERANCE = 1e-6
+#: The regimes of the built-in batch (probcon_ref.testing.regimes).
+BATCH_REGIMES = regimes.keys("random", "kappa-zero")
 
 
 @dataclass
@@ -34,7 +37,8 @@ class Row:
 
 
 def default_batch(n: int = 64, d: int = 32, seed: int = 0):
-    """A reproducible batch with varied norms, agreeing views and a wide range of kappa."""
+    """A reproducible batch with varied norms, agreeing views and a wide range of kappa, one
+    of them 0: the regimes :data:`BATCH_REGIMES`."""
     rng = np.random.default_rng(seed)
     z1 = rng.normal(size=(n, d)) * rng.lognormal(0.0, 2.0, size=(n, 1))
     z2 = z1 + 0.5 * rng.normal(size=(n, d)) * np.abs(z1).mean(axis=1, keepdims=True)
@@ -136,7 +140,8 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     batch = default_batch(args.batch_size, args.dim, args.seed)
     rows, fd = run_checks(batch, args.repeats)
-    print(f"probcon-ref check: N = {args.batch_size}, d = {args.dim}, seed = {args.seed}")
+    print(f"probcon-ref check: N = {args.batch_size}, d = {args.dim}, seed = {args.seed} "
+          f"(regimes: {', '.join(BATCH_REGIMES)})")
     print(format_table(rows))
     for name, reason in unavailable_targets():
         print(f"not run here: {name} ({reason})")

@@ -76,6 +76,8 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
+from probcon_ref.testing.regimes import keys, required
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import mp_reference as ref  # noqa: E402
@@ -170,23 +172,25 @@ def _confident(rng, N, d, K, eps=1e-9):
 
 
 def build_cases():
-    """Return a list of dicts: name, kind, reduction, z1, z2, kappa1/kappa2 or tau, weights."""
+    """Return a list of dicts: name, kind, reduction, z1, z2, kappa1/kappa2 or tau, weights,
+    and the regimes (probcon_ref.testing.regimes) each case exercises; together they cover
+    every regime SPEC section 6 names (checked here, not stored in the data)."""
     cases = []
 
-    def pcl(name, seed, make, reduction="mean", weights=None):
+    def pcl(name, seed, make, reduction="mean", weights=None, regimes=()):
         rng = np.random.default_rng(seed)
         z1, z2, k1, k2 = make(rng)
-        c = dict(name=name, kind="pcl", reduction=reduction,
+        c = dict(name=name, kind="pcl", reduction=reduction, regimes=keys(*regimes),
                  z1=np.ascontiguousarray(z1, np.float64), z2=np.ascontiguousarray(z2, np.float64),
                  kappa1=np.asarray(k1, np.float64), kappa2=np.asarray(k2, np.float64))
         if weights is not None:
             c["weights"] = np.asarray(weights(rng, z1.shape[0]), np.float64)
         cases.append(c)
 
-    def ntx(name, seed, N, d, tau, reduction="mean", weights=None, z=None):
+    def ntx(name, seed, N, d, tau, reduction="mean", weights=None, z=None, regimes=()):
         rng = np.random.default_rng(seed)
         z1, z2 = _views(rng, N, d) if z is None else z
-        c = dict(name=name, kind="ntxent", reduction=reduction,
+        c = dict(name=name, kind="ntxent", reduction=reduction, regimes=keys(*regimes),
                  z1=np.asarray(z1, np.float64), z2=np.asarray(z2, np.float64),
                  tau=np.float64(tau))
         if weights is not None:
@@ -200,33 +204,37 @@ def build_cases():
         return make
 
     # random batches across dimensions
-    pcl("rand_N4_d2", 101, rand(4, 2))
-    pcl("rand_N8_d3", 102, rand(8, 3), reduction="sum")
-    pcl("rand_N6_d5", 103, rand(6, 5), reduction="none")
-    pcl("rand_N16_d16", 104, rand(16, 16))
-    pcl("rand_N16_d64", 105, rand(16, 64, -1, 3))
-    pcl("rand_N4_d129", 106, rand(4, 129, 0, 3))
-    pcl("rand_N3_d512", 107, rand(3, 512, 0, 3))
+    pcl("rand_N4_d2", 101, rand(4, 2), regimes=("random", "d2"))
+    pcl("rand_N8_d3", 102, rand(8, 3), reduction="sum", regimes=("random", "d3", "odd-d"))
+    pcl("rand_N6_d5", 103, rand(6, 5), reduction="none", regimes=("random", "odd-d"))
+    pcl("rand_N16_d16", 104, rand(16, 16), regimes=("random",))
+    pcl("rand_N16_d64", 105, rand(16, 64, -1, 3), regimes=("random",))
+    pcl("rand_N4_d129", 106, rand(4, 129, 0, 3), regimes=("random", "odd-d", "large-order"))
+    pcl("rand_N3_d512", 107, rand(3, 512, 0, 3), regimes=("random", "large-order"))
     pcl("rand_N2_d4096", 108, lambda r: (*_views(r, 2, 4096, noise=1.0),
-                                          _logk(r, 2, 0, 1.5), _logk(r, 2, 0, 1.5)))
+                                          _logk(r, 2, 0, 1.5), _logk(r, 2, 0, 1.5)),
+        regimes=("random", "large-d"))
     # unrelated views, kappa around the order nu = 2047 (Bessel transition region)
     pcl("kappa_near_nu_N2_d4096", 109, lambda r: (r.standard_normal((2, 4096)),
                                                    r.standard_normal((2, 4096)),
-                                                   r.uniform(1500, 2500, 2), r.uniform(1500, 2500, 2)))
+                                                   r.uniform(1500, 2500, 2), r.uniform(1500, 2500, 2)),
+        regimes=("large-d",))
 
     # kappa regimes
     pcl("kappa_all_zero_N5_d8", 201,
-        lambda r: (*_views(r, 5, 8), np.zeros(5), np.zeros(5)))
+        lambda r: (*_views(r, 5, 8), np.zeros(5), np.zeros(5)), regimes=("kappa-zero",))
     pcl("kappa_mixed_0_1e-8_1e3_1e6_N4_d16", 202,
         lambda r: (*_views(r, 4, 16, noise=0.1), np.array([0.0, 1e-8, 1e3, 1e6]),
-                   np.array([1e6, 1e3, 0.0, 1e-8])))
+                   np.array([1e6, 1e3, 0.0, 1e-8])), regimes=("kappa-zero", "tiny-kappa", "huge-kappa"))
     pcl("kappa_tiny_1e-8_N4_d31", 203,
-        lambda r: (*_views(r, 4, 31), np.full(4, 1e-8), 1e-8 * r.uniform(0.5, 2, 4)))
+        lambda r: (*_views(r, 4, 31), np.full(4, 1e-8), 1e-8 * r.uniform(0.5, 2, 4)),
+        regimes=("tiny-kappa", "odd-d"))
     pcl("kappa_1e6_loss_underflow_N4_d33", 204,
         lambda r: (*_views(r, 4, 33, noise=1e-3), 1e6 * r.uniform(0.5, 1.5, 4),
-                   1e6 * r.uniform(0.5, 1.5, 4)))
+                   1e6 * r.uniform(0.5, 1.5, 4)), regimes=("huge-kappa", "tiny-loss", "odd-d"))
     pcl("kappa_mixed_N2_d2048", 205,
-        lambda r: (*_views(r, 2, 2048, noise=0.05), np.array([0.0, 1e3]), np.array([1e6, 1e-8])))
+        lambda r: (*_views(r, 2, 2048, noise=0.05), np.array([0.0, 1e3]), np.array([1e6, 1e-8])),
+        regimes=("kappa-zero", "tiny-kappa", "huge-kappa", "large-d"))
 
     # raw norms
     def scaled(N, d, s):
@@ -237,8 +245,8 @@ def build_cases():
             return z1, z2, _logk(rng, N, -1, 2), _logk(rng, N, -1, 2)
         return make
 
-    pcl("norms_1e-6_N4_d16", 301, scaled(4, 16, 1e-6))
-    pcl("norms_1e6_N4_d16", 302, scaled(4, 16, 1e6))
+    pcl("norms_1e-6_N4_d16", 301, scaled(4, 16, 1e-6), regimes=("tiny-norm",))
+    pcl("norms_1e6_N4_d16", 302, scaled(4, 16, 1e6), regimes=("huge-norm",))
 
     def norms_mixed(rng):
         z1, z2 = _views(rng, 4, 5)
@@ -246,7 +254,7 @@ def build_cases():
         z2 = z2 / np.linalg.norm(z2, axis=1, keepdims=True) * np.array([[1e6], [1e-6], [1e6], [1.0]])
         return z1, z2, _logk(rng, 4, -1, 2), _logk(rng, 4, -1, 2)
 
-    pcl("norms_mixed_1e-6_1e6_N4_d5", 303, norms_mixed)
+    pcl("norms_mixed_1e-6_1e6_N4_d5", 303, norms_mixed, regimes=("tiny-norm", "huge-norm", "odd-d"))
 
     # degenerate geometry
     def identical(rng):
@@ -257,15 +265,17 @@ def build_cases():
         z1 = rng.standard_normal((4, 5))
         return z1, -z1, _logk(rng, 4, -1, 3), _logk(rng, 4, -1, 3)
 
-    pcl("identical_views_N4_d8", 401, identical)
-    pcl("antipodal_views_N4_d5", 402, antipodal)
-    pcl("N1_d7", 403, rand(1, 7))
-    pcl("N1_d2_kappa0", 404, lambda r: (*_views(r, 1, 2), np.zeros(1), np.array([5.0])))
+    pcl("identical_views_N4_d8", 401, identical, regimes=("identical",))
+    pcl("antipodal_views_N4_d5", 402, antipodal, regimes=("antipodal", "odd-d"))
+    pcl("N1_d7", 403, rand(1, 7), regimes=("n1", "odd-d"))
+    pcl("N1_d2_kappa0", 404, lambda r: (*_views(r, 1, 2), np.zeros(1), np.array([5.0])),
+        regimes=("n1", "d2", "kappa-zero"))
 
     # confident matches: tiny losses
-    pcl("confident_loss_1e-20_N3_d8", 501, lambda r: _confident(r, 3, 8, 47.0))
-    pcl("confident_loss_1e-250_N3_d8", 502, lambda r: _confident(r, 3, 8, 580.0), reduction="none")
-    pcl("confident_loss_1e-300_N4_d4", 503, lambda r: _confident(r, 4, 4, 700.0))
+    pcl("confident_loss_1e-20_N3_d8", 501, lambda r: _confident(r, 3, 8, 47.0), regimes=("tiny-loss",))
+    pcl("confident_loss_1e-250_N3_d8", 502, lambda r: _confident(r, 3, 8, 580.0), reduction="none",
+        regimes=("tiny-loss",))
+    pcl("confident_loss_1e-300_N4_d4", 503, lambda r: _confident(r, 4, 4, 700.0), regimes=("tiny-loss",))
 
     def confident_random(rng):
         # pair directions with pairwise cosine 1/2 (randomly rotated), views agree to
@@ -279,26 +289,32 @@ def build_cases():
         z2 = (dirs + 1e-7 * rng.standard_normal((N, d))) * 0.3
         return z1, z2, 1e3 * rng.uniform(0.95, 1.05, N), 1e3 * rng.uniform(0.95, 1.05, N)
 
-    pcl("confident_cos0.5_kappa1e3_N4_d16", 504, confident_random)
+    pcl("confident_cos0.5_kappa1e3_N4_d16", 504, confident_random, regimes=("tiny-loss",))
 
     # per-anchor weights
     pcl("weights_N5_d8", 601, rand(5, 8),
-        reduction="weights", weights=lambda r, N: r.uniform(0.0, 2.0, 2 * N))
+        reduction="weights", weights=lambda r, N: r.uniform(0.0, 2.0, 2 * N), regimes=("random",))
     pcl("weights_some_zero_N4_d3", 602, rand(4, 3),
-        reduction="weights", weights=lambda r, N: np.array([0.0, 1.0, 0.5, 0.0, 2.0, 0.0, 0.25, 1.0]))
+        reduction="weights", weights=lambda r, N: np.array([0.0, 1.0, 0.5, 0.0, 2.0, 0.0, 0.25, 1.0]),
+        regimes=("random", "d3", "odd-d"))
 
     # NT-Xent and the exact special case kappa_b = 1/tau
-    ntx("ntxent_tau0.1_N8_d16", 701, 8, 16, 0.1)
-    ntx("ntxent_tau0.5_N4_d3", 702, 4, 3, 0.5, reduction="sum")
-    ntx("ntxent_tau1.0_N6_d64", 703, 6, 64, 1.0)
+    ntx("ntxent_tau0.1_N8_d16", 701, 8, 16, 0.1, regimes=("random",))
+    ntx("ntxent_tau0.5_N4_d3", 702, 4, 3, 0.5, reduction="sum", regimes=("random", "d3", "odd-d"))
+    ntx("ntxent_tau1.0_N6_d64", 703, 6, 64, 1.0, regimes=("random",))
     ntx("ntxent_tau0.5_weights_N4_d5", 704, 4, 5, 0.5,
-        reduction="weights", weights=lambda r, N: r.uniform(0.0, 2.0, 2 * N))
-    ntx("ntxent_tau0.1_N1_d4", 705, 1, 4, 0.1)
+        reduction="weights", weights=lambda r, N: r.uniform(0.0, 2.0, 2 * N),
+        regimes=("random", "odd-d"))
+    ntx("ntxent_tau0.1_N1_d4", 705, 1, 4, 0.1, regimes=("n1",))
     # same inputs as ntxent_tau0.5_N4_d3 with kappa = 2 = 1/0.5 exactly: equal losses
     ref_case = next(c for c in cases if c["name"] == "ntxent_tau0.5_N4_d3")
     cases.append(dict(name="pcl_kappa2_equals_ntxent_tau0.5_N4_d3", kind="pcl", reduction="mean",
+                      regimes=keys("equal-kappa", "d3", "odd-d"),
                       z1=ref_case["z1"].copy(), z2=ref_case["z2"].copy(),
                       kappa1=np.full(4, 2.0), kappa2=np.full(4, 2.0)))
+    missing = required("pcl") - {r for c in cases for r in c["regimes"]}
+    if missing:
+        raise SystemExit(f"the reference cases miss the regimes {sorted(missing)}")
     return cases
 
 
