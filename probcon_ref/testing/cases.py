@@ -135,7 +135,7 @@ _PCL = (
      _batch(4, 4096, _logspace(1.5, 2.5), noise=1.0, share=0.1)),
     ("large-d-huge-kappa", "d = 4096, kappa 5e3 to 1e5", {"large-d", "huge-kappa"},
      _batch(4, 4096, _logspace(3.7, 5))),
-    ("large-order-tiny-kappa", "d = 128 (order 63), kappa 1e-6 to 1e-3", {"tiny-kappa"},
+    ("large-order-tiny-kappa", "d = 128 (order 63), kappa 1e-6 to 1e-3", {"large-order", "tiny-kappa"},
      _batch(6, 128, _logspace(-6, -3))),
     ("tiny-kappa", "d = 16, kappa 1e-9 to 1e-4", {"tiny-kappa"}, _batch(8, 16, _logspace(-9, -4))),
     ("kappa-zero", "d = 16, some kappa = 0", {"kappa-zero"}, _batch(8, 16, _with_zeros(_lognormal(1.5, 1)))),
