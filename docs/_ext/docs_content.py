@@ -254,6 +254,45 @@ def tolerances_table() -> str:
 
 
 # ---------------------------------------------------------------------------------------
+# The SPEC tolerances and the regimes, as probcon_ref.testing holds them
+# ---------------------------------------------------------------------------------------
+
+
+def spec_tolerances_table() -> str:
+    """SPEC sections 5 and 6's bounds, the rows of ``probcon_ref.testing.tolerances``, and how
+    ``validate`` widens them where the logits are large."""
+    from probcon_ref.testing.tolerances import ROUNDING, SPEC_BOUNDS, SUBNORMALS
+
+    rows = [[f"`{b.quantity}`", b.measure, _fmt(b.float64), _fmt(b.float32), str(b.section)] for b in SPEC_BOUNDS]
+    note = ("\nfloat64: against a 50-digit evaluation. float32: the loss and the gradient blocks against "
+            "the float64 result on the same inputs, the special functions against 50 digits at the "
+            "float32 argument. `validate` raises the loss and gradient bounds to "
+            f"${ROUNDING}\\,\\varepsilon S$ where the logits' size $S$ makes that larger, and holds a "
+            f"per-anchor loss to an absolute floor of {SUBNORMALS} smallest subnormals of the output "
+            "dtype per candidate.\n")
+    return _table(["quantity", "error", "float64", "float32", "SPEC section"], rows) + note
+
+
+def regimes_table() -> str:
+    """The regimes of ``probcon_ref.testing.regimes``, and the cases of ``validate``'s battery
+    and of the golden set that exercise each."""
+    from probcon_ref.testing import battery, regimes, vectors
+
+    def names(cases):
+        return ", ".join(f"`{c}`" for c in cases) or "none"
+
+    rows = []
+    for r in regimes.REGIMES:
+        rows.append([f"`{r.key}`", r.description, str(r.section),
+                     ", ".join({"pcl": "PCL", "ntxent": "NT-Xent"}[x] for x in r.losses) if r.required else "",
+                     names(c.name for c in battery("pcl") if r.key in c.tags),
+                     names(c.name for c in battery("ntxent") if r.key in c.tags),
+                     names(c.name for c in vectors.CASES if r.key in c.regimes)])
+    return _table(["regime", "what holds there", "SPEC section", "required for", "validate, PCL",
+                   "validate, NT-Xent", "golden vectors"], rows)
+
+
+# ---------------------------------------------------------------------------------------
 # API of optional modules, command-line help
 # ---------------------------------------------------------------------------------------
 
@@ -489,6 +528,8 @@ GENERATORS = {
     "ntxent_limit_summary": ntxent_limit_summary,
     "backends_table": backends_table,
     "tolerances_table": tolerances_table,
+    "spec_tolerances_table": spec_tolerances_table,
+    "regimes_table": regimes_table,
     "optional_api": optional_api,
     "cli_help": cli_help,
     "equation_index": equation_index,

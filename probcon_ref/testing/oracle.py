@@ -7,6 +7,16 @@ float64 inputs are read as the exact binary numbers they are, and results are ro
 float64 once, at the very end (subnormal results too). No NumPy or libm arithmetic takes
 part, so the results are the same on every machine.
 
+It has a twin on purpose: ``tests/reference/mp_reference.py`` is a second 50-digit
+evaluation of the same sections, written separately, sharing no code with this one, with
+its own self-checks (Debye and Hankel expansions in place of ``besseli``, a continued
+fraction for the ratio, finite differences); it makes the reference data of the test suite.
+Two independent implementations catch each other's mistakes: a slip in carrying SPEC into
+mpmath shows as a disagreement between them (the tests compare them on golden cases, to
+one unit in the last place) instead of being copied into the golden vectors and the test
+data alike. This one ships with the package, so that ``probcon-ref vectors --recompute``
+works where the tests are not installed.
+
 mpmath is an optional dependency (``pip install "probcon-ref[oracle]"``); it is imported
 when a function here is first called.
 
@@ -46,6 +56,7 @@ _MAXTERMS = 10**6
 
 
 def _mpmath():
+    """mpmath, imported on first use (an ``ImportError`` that says how to install it)."""
     try:
         import mpmath
     except ImportError as exc:  # pragma: no cover - exercised only without mpmath
@@ -92,18 +103,21 @@ def _round(x) -> float:
 
 
 def _log_iv(mp, nu, x):
+    """``log I_nu(x)`` from mpmath's ``besseli`` (``-inf`` at ``x = 0`` for ``nu > 0``)."""
     if x == 0:
         return mp.mpf(0) if nu == 0 else mp.ninf
     return mp.log(mp.besseli(nu, x, maxterms=_MAXTERMS))
 
 
 def _ratio(mp, nu, x):
+    """``I_{nu+1}(x) / I_nu(x)`` (0 at ``x = 0``)."""
     if x == 0:
         return mp.mpf(0)
     return mp.besseli(nu + 1, x, maxterms=_MAXTERMS) / mp.besseli(nu, x, maxterms=_MAXTERMS)
 
 
 def _log_c(mp, d: int, k):
+    """``log C_d(k)`` (SPEC section 1), with its finite limit at ``k = 0``."""
     half = mp.mpf(d) / 2
     if k == 0:  # finite limit: lgamma(d/2) - log 2 - (d/2) log pi
         return mp.loggamma(half) - mp.log(2) - half * mp.log(mp.pi)
@@ -111,6 +125,7 @@ def _log_c(mp, d: int, k):
 
 
 def _check_order(nu) -> float:
+    """``nu`` as a float, or a ``ValueError`` unless finite and >= 0."""
     nu = float(nu)
     if not (np.isfinite(nu) and nu >= 0):
         raise ValueError(f"nu must be a finite number >= 0, got {nu}")
@@ -118,12 +133,14 @@ def _check_order(nu) -> float:
 
 
 def _check_dim(d) -> int:
+    """``d`` as an int, or a ``ValueError`` unless an integer >= 2."""
     if isinstance(d, bool) or int(d) != d or int(d) < 2:
         raise ValueError(f"d must be an integer >= 2, got {d!r}")
     return int(d)
 
 
 def _check_arg(x, name: str) -> float:
+    """``x`` as a float, or a ``ValueError`` naming ``name`` unless finite and >= 0."""
     x = float(x)
     if not (np.isfinite(x) and x >= 0):
         raise ValueError(f"{name} must be a finite number >= 0, got {x}")
@@ -184,6 +201,7 @@ class OracleResult:
 
 
 def _views(z1, z2):
+    """The two views as float64 arrays, checked (SPEC section 7's rules, named)."""
     z1 = np.asarray(z1, dtype=np.float64)
     z2 = np.asarray(z2, dtype=np.float64)
     for name, z in (("z1", z1), ("z2", z2)):
@@ -202,6 +220,7 @@ def _views(z1, z2):
 
 
 def _weights(mp, weights, n2: int):
+    """The 2N anchor weights as exact mpf: 1/(2N), 1, or the float64 values given."""
     if isinstance(weights, str):
         if weights == "mean":
             return [mp.mpf(1) / n2] * n2
@@ -269,6 +288,7 @@ def _evaluate(mp, z, n: int, d: int, kappa, inv_tau, weights):
 
 
 def _to_f64(values) -> np.ndarray:
+    """Each mpf rounded once to float64."""
     return np.array([_round(v) for v in values], dtype=np.float64)
 
 

@@ -6,6 +6,13 @@ quantity is evaluated in mpmath at ``mp.dps = 50``; float64 inputs are taken as
 exact binary values (``mpf(float(v))``) and results are rounded to float64 only at
 the very end.
 
+It is independent of the package's own 50-digit oracle, ``probcon_ref.testing.oracle``
+(which computes the golden vectors), on purpose: the two were written separately and
+share no code, so that each checks the other. A slip in carrying SPEC into mpmath shows
+as a disagreement between them (``tests/test_vectors.py`` compares them on golden cases,
+to one unit in the last place) instead of being copied into both the golden vectors and
+the test data. Keep them apart: a fix in one is checked, not copied, by the other.
+
 Public functions
 ----------------
 log_iv(nu, x)                      log I_nu(x)                       (mpf)
