@@ -1,6 +1,7 @@
 """Shared fixtures: the declared backends, and the rule that a required backend never skips.
 
-The backends, their devices, dtypes and tolerances come from ``backends/backends.toml``.
+The backends, their devices, dtypes and tolerances come from the package's one declaration,
+``probcon_ref/tools/backends.toml``, as :mod:`probcon_ref.tools.backends` reads it.
 A test that takes the ``target`` fixture runs once per declared backend x device x dtype
 (``half_target``: once per half precision); a backend that is not installed, or a device
 that is absent, is a skip with the reason.
@@ -38,8 +39,7 @@ import pytest
 from probcon_ref.tools import backends as _backends
 
 ROOT = Path(__file__).resolve().parents[1]
-BACKENDS_TOML = ROOT / "backends" / "backends.toml"
-DECLARED = _backends.load_declarations(BACKENDS_TOML)
+DECLARED = _backends.DECLARED
 REQUIRE_VAR = "PROBCON_REQUIRE_BACKENDS"
 
 _CASE_LOG: list[dict] = []

@@ -1,10 +1,10 @@
 """Cross-backend consistency: every public function on every declared backend x device x dtype.
 
 Each result is compared with the NumPy float64 result for the same inputs, within the
-tolerances declared in ``backends/backends.toml``, and every output is checked to live in
-the input's namespace, on its device, in the expected dtype. Half precisions are compared
-with float64 on the half-rounded inputs. Mixed namespaces and devices must fail clearly
-(SPEC section 7); SciPy is never reached from a non-NumPy array.
+tolerances declared in ``probcon_ref/tools/backends.toml``, and every output is checked to
+live in the input's namespace, on its device, in the expected dtype. Half precisions are
+compared with float64 on the half-rounded inputs. Mixed namespaces and devices must fail
+clearly (SPEC section 7); SciPy is never reached from a non-NumPy array.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import pytest
 import probcon_ref as pr
 from probcon_ref import special
 from probcon_ref.tools import backends as _backends
+from probcon_ref.tools.declarations import HALF_DTYPES
 
 from conftest import DECLARED, case_params, declared_cases, require, skip_or_fail
 
@@ -436,9 +437,9 @@ def test_each_namespace_provides_what_the_reference_uses(name, namespace_calls):
         _backends.ADAPTERS[backend].module()
     except ImportError as exc:
         skip_or_fail(name, f"{backend} is not installed ({exc})")
-    ns = importlib.import_module(_backends.SUPPORTED[backend].namespace)
+    ns = importlib.import_module(DECLARED[backend]["namespace"])
     # Half-precision dtypes are looked up optionally (getattr with a default).
-    optional = set(_backends.HALF_DTYPES) - set(DECLARED[backend]["half_dtypes"])
+    optional = set(HALF_DTYPES) - set(DECLARED[backend]["half_dtypes"])
     missing = sorted(n for n in namespace_calls - optional if not hasattr(ns, n))
     assert not missing, f"{ns.__name__} lacks {missing}"
 

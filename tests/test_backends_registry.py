@@ -1,4 +1,4 @@
-"""backends/ and the code that reads it agree: declarations, CI, the skip rule, gpu-check."""
+"""The backend declaration and what reads it: the adapters, CI, the skip rule, gpu-check."""
 
 from __future__ import annotations
 
@@ -12,27 +12,27 @@ import sys
 import pytest
 
 from probcon_ref.tools import backends as _backends
-from probcon_ref.tools import check
+from probcon_ref.tools import check, declarations
 
-from conftest import BACKENDS_TOML, DECLARED, ROOT, declared_cases, require, required_names, skip_or_fail
+from conftest import DECLARED, ROOT, declared_cases, require, required_names, skip_or_fail
 
 GPU_CHECK = ROOT / "backends" / "gpu-check"
 
 
 # ---------------------------------------------------------------------------------------
-# backends.toml against probcon_ref/tools/backends.py, check.py and CI
+# The declaration against the adapters, check.py and CI
 # ---------------------------------------------------------------------------------------
 
 
-def test_declarations_match_the_command_line_list():
-    assert set(DECLARED) == set(_backends.SUPPORTED)
+def test_the_declaration_ships_with_the_package():
+    """One file, inside the package, so that an installed ``probcon-ref check`` reads it too."""
+    assert declarations.DECLARATION_FILE.parent == ROOT / "probcon_ref" / "tools"
+    assert DECLARED == declarations.load_declarations()
+
+
+def test_every_declared_backend_has_an_adapter():
+    assert set(_backends.ADAPTERS) == set(DECLARED)
     for backend, spec in DECLARED.items():
-        support = _backends.SUPPORTED[backend]
-        assert spec["module"] == support.module, backend
-        assert spec["namespace"] == support.namespace, backend
-        assert {dev: d["name"] for dev, d in spec["devices"].items()} == support.devices, backend
-        assert spec["dtypes"] == tuple(support.dtypes), backend
-        assert spec["half_dtypes"] == tuple(support.half_dtypes), backend
         for dev, d in spec["devices"].items():
             assert d["gpu"] == (dev != "cpu"), f"{backend}.{dev}: only CUDA devices are GPUs here"
 
@@ -56,6 +56,7 @@ def test_available_targets_are_declared_and_complete():
         assert present != (c.name in unavailable), c.id
     for t in _backends.available_targets():
         assert t.name == DECLARED[t.backend]["devices"][t.device]["name"]
+        assert t.tolerances == DECLARED[t.backend]["tolerances"][t.dtype]
 
 
 def test_cases_have_unique_ids_and_gpu_marks():
@@ -103,6 +104,7 @@ BAD_FILES = {
     "unknown tolerance": ('[tolerances.float64]\nspeed = 1e-3\n', "tolerances.float64.speed"),
     "tolerance out of range": ('[backends.numpy.tolerances.float64]\nloss = 2.0\n', "backends.numpy.tolerances.float64.loss"),
     "unknown dtype": ('[backends.numpy]\ndtypes = ["float128"]\n', "backends.numpy.dtypes"),
+    "dtypes not a list": ('[backends.numpy]\ndtypes = "float64"\n', "backends.numpy.dtypes must be a list"),
     "duplicate name": ('[backends.array_api_strict.devices.cpu]\nname = "numpy"\n', "'numpy' is used twice"),
     "missing field": (None, "backends.numpy.install is missing"),
     "missing tolerance": (None, "no tolerance grad for float64"),
@@ -111,24 +113,24 @@ BAD_FILES = {
 
 @pytest.mark.parametrize("case", list(BAD_FILES))
 def test_loader_rejects_malformed_files(case, tmp_path):
-    data = _backends._toml_loads(BACKENDS_TOML.read_text())
+    data = declarations.read_toml()
     patch, words = BAD_FILES[case]
     if case == "missing field":
         del data["backends"]["numpy"]["install"]
     elif case == "missing tolerance":
         del data["tolerances"]["float64"]["grad"]
     else:
-        _merge(data, _backends._toml_loads(patch))
+        _merge(data, declarations.parse_toml(patch))
     path = tmp_path / "backends.toml"
     path.write_text(_dump(data))
     with pytest.raises(ValueError, match=re.escape(words)):
-        _backends.load_declarations(path)
+        declarations.load_declarations(path)
 
 
 def test_loader_reads_what_it_writes(tmp_path):
     path = tmp_path / "backends.toml"
-    path.write_text(_dump(_backends._toml_loads(BACKENDS_TOML.read_text())))
-    assert _backends.load_declarations(path) == DECLARED
+    path.write_text(_dump(declarations.read_toml()))
+    assert declarations.load_declarations(path) == DECLARED
 
 
 def _merge(into: dict, patch: dict) -> None:
@@ -226,7 +228,8 @@ def test_importorskip_net_in_a_real_run(tmp_path, required, outcome):
 
 def test_readme_says_how_to_add_a_backend():
     text = (ROOT / "backends" / "README.md").read_text()
-    for words in ("backends.toml", "PROBCON_REQUIRE_BACKENDS", "_backends.py", "gpu-check", ".whl"):
+    for words in ("probcon_ref/tools/backends.toml", "probcon_ref/tools/backends.py", "PROBCON_REQUIRE_BACKENDS",
+                  "gpu-check", ".whl"):
         assert words in text
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 
 import pytest
 
-from probcon_ref.tools import bench
+from probcon_ref.tools import bench, measure
 from probcon_ref.tools.cli import main
 
 
@@ -18,6 +19,8 @@ def test_quick_benchmark_writes_a_report(tmp_path, capsys):
     report = json.loads(out.read_text())
     sections = {r["section"] for r in report["ratios"]}
     assert {"loss", "special"} <= sections
+    if importlib.util.find_spec("torch") is not None:
+        assert "integration" in sections and report["float32_finiteness"]["integration_finite"]
     for r in report["ratios"]:
         assert r["ours_ms"] > 0 and r["other_ms"] > 0
     assert "| loss |" in md.read_text()
@@ -45,7 +48,7 @@ def test_quick_benchmark_runs_without_scipy(tmp_path, capsys, monkeypatch):
 
 def test_unknown_case_is_rejected():
     with pytest.raises(ValueError, match="unknown benchmark case"):
-        bench._make_case("no-such-case", 8, 4, "float64")
+        measure.make_case("no-such-case", 8, 4, "float64")
 
 
 def test_device_section_rehearses_on_the_cpu():
@@ -65,6 +68,20 @@ def test_device_section_rehearses_on_the_cpu():
     assert row["over_baseline"] == pytest.approx(row["ms"] / times[bench_device.BASELINE])
     assert row["over_floor"] == pytest.approx(row["ms"] / r["floor_ms"]["torch"])
     assert "| torch pcl_loss_and_grad |" in bench_device.to_markdown(r)
+
+
+def test_size_sweep_times_each_target_and_stops_on_time():
+    """backends/gpu-check's timings, on NumPy: one row per target and 2N, none once time is up."""
+    from probcon_ref.tools import bench_device
+    from probcon_ref.tools.backends import make_target
+
+    targets = [make_target("numpy", "cpu", dt) for dt in ("float64", "float32")]
+    rows = bench_device.size_sweep(targets, [8, 16], 4, repeats=3, budget_s=0.05)
+    assert [(r["backend"], r["dtype"], r["2N"]) for r in rows] == [
+        ("numpy", "float64", 8), ("numpy", "float64", 16), ("numpy", "float32", 8), ("numpy", "float32", 16)]
+    assert all(r["pcl_over_ntxent"] == r["pcl_loss_and_grad_ms"] / r["ntxent_loss_and_grad_ms"] for r in rows)
+    assert "| numpy | float32 | 16 | 4 |" in bench_device.sweep_markdown(rows)
+    assert bench_device.size_sweep(targets, [8], 4, time_left=lambda: 5.0, reserve=10.0) == []
 
 
 def test_committed_cpu_results_meet_the_targets():

@@ -17,12 +17,16 @@ each case ending with a device synchronisation:
 It reports each time, each PCL case over the baseline (the target is at most 1.5) and over
 its library's floor, and PyTorch's peak device memory per case. With ``device="cpu"`` the
 same code runs on PyTorch's CPU, to try it without a GPU.
+
+:func:`size_sweep` times ``pcl_loss_and_grad`` against ``ntxent_loss_and_grad`` (and, on
+PyTorch, the integration's forward+backward) on given targets at a few batch sizes: the
+timings of ``backends/gpu-check``.
 """
 
 from __future__ import annotations
 
 from . import backends as _backends, baselines
-from .bench import _inputs, interleaved_medians
+from .measure import inputs, interleaved_medians
 
 BASELINE = "torch autograd NT-Xent fwd+bwd"
 TARGET_RATIO = 1.5
@@ -36,6 +40,15 @@ def _synced(fn, sync):
     return run
 
 
+def _fwd_bwd(leaves, loss_fn):
+    """A callable: clear the leaves' gradients, then run the loss forward and backward."""
+    def run():
+        for leaf in leaves:
+            leaf.grad = None
+        loss_fn().backward()
+    return run
+
+
 def torch_cases(torch, device: str, data, dtype: str) -> dict:
     """The PyTorch cases and the floor, as synchronised zero-argument callables."""
     import probcon_ref as pr
@@ -45,17 +58,9 @@ def torch_cases(torch, device: str, data, dtype: str) -> dict:
     dt = getattr(torch, dtype)
     t = [torch.as_tensor(a, dtype=dt, device=device) for a in data]
     leaves = [a.clone().requires_grad_(True) for a in t]
-
-    def fwd_bwd(loss_fn):
-        def run():
-            for leaf in leaves:
-                leaf.grad = None
-            loss_fn().backward()
-        return run
-
     cases = {
-        BASELINE: fwd_bwd(lambda: baselines.autograd_ntxent(leaves[0], leaves[1], 0.5)),
-        "torch integration PCL fwd+bwd": fwd_bwd(lambda: pr_torch.pcl_loss(*leaves)),
+        BASELINE: _fwd_bwd(leaves, lambda: baselines.autograd_ntxent(leaves[0], leaves[1], 0.5)),
+        "torch integration PCL fwd+bwd": _fwd_bwd(leaves, lambda: pr_torch.pcl_loss(*leaves)),
         "torch pcl_loss_and_grad": lambda: pr.pcl_loss_and_grad(*t),
         "torch ntxent_loss_and_grad": lambda: pr.ntxent_loss_and_grad(t[0], t[1]),
     }
@@ -111,7 +116,7 @@ def torch_peak_memory(torch, cases: dict) -> dict:
 def device_section(n2: int = 16384, d: int = 256, dtype: str = "float32", repeats: int = 10,
                    device: str = "cuda", budget_s: float = 60.0) -> dict | None:
     """Time the cases above; ``None`` when neither PyTorch-CUDA nor CuPy has a device."""
-    data = _inputs(n2, d, "float64")  # the batch of the CPU sections, cast per case
+    data = inputs(n2, d, "float64")  # the batch of the CPU sections, cast per case
     cases: dict = {}
     torch = None
     if device == "cpu" or _backends.availability("torch", "cuda") is None:
@@ -189,4 +194,61 @@ def to_markdown(report: dict) -> str:
     if peaks:
         lines += ["", "| PyTorch case | peak device memory (MiB) |", "| --- | ---: |"]
         lines += [f"| {k} | {v / 2**20:.1f} |" for k, v in peaks.items()]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------
+# PCL against NT-Xent as the batch grows, per target
+# ---------------------------------------------------------------------------------------
+
+
+def size_sweep(targets, sizes, d: int = 128, time_left=lambda: float("inf"), reserve: float = 10.0,
+               repeats: int = 15, budget_s: float = 3.0) -> list[dict]:
+    """One :func:`sweep_row` per target (a ``probcon_ref.tools.backends.Target``) and 2N in
+    ``sizes``, printed as it comes; stops early once ``time_left()`` is under ``reserve`` seconds."""
+    rows = []
+    for target in targets:
+        for n2 in sizes:
+            if time_left() < reserve:
+                return rows
+            rows.append(sweep_row(target, n2, d, repeats, budget_s))
+            r = rows[-1]
+            print(f"  {r['backend']:<10} {r['dtype']:<8} 2N={n2:<6} pcl {r['pcl_loss_and_grad_ms']:8.2f} ms  "
+                  f"ntxent {r['ntxent_loss_and_grad_ms']:8.2f} ms", flush=True)
+    return rows
+
+
+def sweep_row(target, n2: int, d: int, repeats: int = 15, budget_s: float = 3.0) -> dict:
+    """Median ms of both losses with their gradients on ``target`` (about ``budget_s`` s each),
+    and on PyTorch of the integration's forward+backward, for the CPU sections' batch."""
+    import probcon_ref as pr
+
+    z1, z2, k1, k2 = (target.from_numpy(a) for a in inputs(n2, d, "float64"))
+    cases = {"pcl_loss_and_grad": lambda: pr.pcl_loss_and_grad(z1, z2, k1, k2),
+             "ntxent_loss_and_grad": lambda: pr.ntxent_loss_and_grad(z1, z2)}
+    if target.backend == "torch":
+        from .. import torch as pr_torch
+
+        leaves = [a.clone().requires_grad_(True) for a in (z1, z2, k1, k2)]
+        cases["torch_pcl_fwd_bwd"] = _fwd_bwd(leaves, lambda: pr_torch.pcl_loss(*leaves))
+        cases["torch_ntxent_fwd_bwd"] = _fwd_bwd(leaves, lambda: pr_torch.ntxent_loss(leaves[0], leaves[1]))
+    synced = {k: _synced(f, target.synchronize) for k, f in cases.items()}
+    times = interleaved_medians(synced, repeats, budget_s * len(synced))
+    row = {"backend": target.name, "dtype": target.dtype, "2N": n2, "d": d}
+    row.update({f"{k}_ms": v * 1e3 for k, v in times.items()})
+    row["pcl_over_ntxent"] = row["pcl_loss_and_grad_ms"] / row["ntxent_loss_and_grad_ms"]
+    return row
+
+
+def sweep_markdown(rows: list[dict]) -> str:
+    """The rows of :func:`size_sweep` as a Markdown table (``-``: no PyTorch integration there)."""
+    def ms(v):
+        return "-" if v is None else f"{v:.3f}"
+
+    lines = ["| backend | dtype | 2N | d | pcl loss+grad | ntxent loss+grad | ratio | torch pcl fwd+bwd | "
+             "torch ntxent fwd+bwd |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {r['backend']} | {r['dtype']} | {r['2N']} | {r['d']} | {ms(r['pcl_loss_and_grad_ms'])} | "
+                     f"{ms(r['ntxent_loss_and_grad_ms'])} | {r['pcl_over_ntxent']:.2f} | "
+                     f"{ms(r.get('torch_pcl_fwd_bwd_ms'))} | {ms(r.get('torch_ntxent_fwd_bwd_ms'))} |")
     return "\n".join(lines) + "\n"
