@@ -206,7 +206,8 @@ def _battery(loss: str, temperature: float | None, seed: int) -> tuple[Case, ...
 
 
 def battery(loss: str = "pcl", *, temperature: float | None = None, seed: int = 0) -> list[Case]:
-    """The validation cases for ``loss`` ("pcl" or "ntxent"); deterministic for a seed."""
+    """The validation cases for ``loss`` ("pcl" or "ntxent"), covering the regimes SPEC section 6
+    names; deterministic for a seed."""
     choice(loss, LOSSES, "loss")
     if temperature is not None:
         check_temperature(temperature)

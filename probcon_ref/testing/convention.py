@@ -11,13 +11,14 @@ from dataclasses import dataclass
 
 from .tolerances import DTYPES
 
+__all__ = ["Convention", "LOSSES", "FRAMEWORKS", "REDUCTIONS", "KAPPA_MODES", "GRADIENTS", "DTYPES",
+           "choice", "check_temperature", "grad_keys"]
+
 LOSSES = ("pcl", "ntxent")
 FRAMEWORKS = ("numpy", "torch", "cupy")
 REDUCTIONS = ("mean", "sum", "none", "pair-mean")
 KAPPA_MODES = ("kappa", "log")
 GRADIENTS = ("auto", "autograd", "returned", "none")
-__all__ = ["Convention", "LOSSES", "FRAMEWORKS", "REDUCTIONS", "KAPPA_MODES", "GRADIENTS", "DTYPES",
-           "choice", "check_temperature", "grad_keys"]
 
 _REDUCTION_WORDS = {"mean": "mean over the 2N anchors", "sum": "sum over the 2N anchors",
                     "none": "per-anchor losses (2N,)", "pair-mean": "sum over the 2N anchors / N"}
