@@ -1,15 +1,18 @@
 """``probcon-ref experiment``: statistics, degradations, the PyTorch adapter and a tiny run.
 
 The full default run (minutes) is not a test; here a few epochs on a few hundred images
-check that the command produces every output, finite numbers and a falling loss.
+check that the command produces every output, finite numbers and a falling loss, and the
+committed report is checked to be what the code writes from the committed summary.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import string
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,9 +24,11 @@ pytest.importorskip("tqdm")
 
 from probcon_ref.tools import cli  # noqa: E402
 from probcon_ref import experiment as ex  # noqa: E402
-from probcon_ref.experiment import core  # noqa: E402
+from probcon_ref.experiment import core, report, stats  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+COMMITTED = Path(__file__).resolve().parents[1] / "docs" / "experiment"
 
 
 def _all_numbers(obj):
@@ -56,19 +61,47 @@ def test_module_import_is_light():
 
 
 def test_rankdata_ties_and_spearman():
-    assert ex.rankdata([10, 20, 20, 5]).tolist() == [2.0, 3.5, 3.5, 1.0]
+    assert stats.rankdata([10, 20, 20, 5]).tolist() == [2.0, 3.5, 3.5, 1.0]
     x = np.arange(10.0)
-    assert ex.spearman(x, x ** 3) == pytest.approx(1.0)
-    assert ex.spearman(x, -x) == pytest.approx(-1.0)
-    assert math.isnan(ex.spearman(x, np.ones(10)))
+    assert stats.spearman(x, x ** 3) == pytest.approx(1.0)
+    assert stats.spearman(x, -x) == pytest.approx(-1.0)
+    assert math.isnan(stats.spearman(x, np.ones(10)))
 
 
 def test_spearman_matches_scipy():
-    stats = pytest.importorskip("scipy.stats")
+    scipy_stats = pytest.importorskip("scipy.stats")
     rng = np.random.default_rng(0)
     a = rng.integers(0, 5, size=200).astype(float)  # many ties
     b = a + rng.normal(size=200)
-    assert ex.spearman(a, b) == pytest.approx(stats.spearmanr(a, b).statistic, abs=1e-12)
+    assert stats.spearman(a, b) == pytest.approx(scipy_stats.spearmanr(a, b).statistic, abs=1e-12)
+
+
+def _template_fields(text: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+
+
+@pytest.fixture
+def committed_summary() -> dict:
+    if not (COMMITTED / "summary.json").is_file():
+        pytest.skip("no experiment report is committed")
+    return json.loads((COMMITTED / "summary.json").read_text())
+
+
+def test_committed_report_is_what_the_code_writes(committed_summary):
+    """docs/experiment/report.md and report.txt, rewritten from the summary.json beside them."""
+    summary = committed_summary
+    assert report.report_markdown(summary) == (COMMITTED / "report.md").read_text()
+    assert report.text_report(summary) == (COMMITTED / "report.txt").read_text()
+
+
+@pytest.mark.parametrize("ablation", [True, False])
+def test_template_fields_are_all_filled_and_all_used(committed_summary, ablation):
+    summary = committed_summary
+    if not ablation:
+        summary["ablation_every_degradation_in_training"] = None
+    fields = report.markdown_fields(summary)
+    assert _template_fields(report.template("report.md")) == set(fields)
+    assert ("#### Ablation" in fields["ablation"]) == ablation
 
 
 @pytest.mark.parametrize("kind", core.DEGRADATIONS)

@@ -19,6 +19,13 @@ includes. Heavy imports (PyTorch, scikit-learn, matplotlib, tqdm: the ``experime
 happen only when the command runs.
 
 The defaults (seed 0) finish in a few minutes on 2 CPU cores, three trainings included.
+
+This module is the command: its options, and ``run`` as a sequence of named steps (the
+training configuration, the trainings, the measurements, the summary, the artefacts). The
+other modules hold what the steps use: ``core`` the data, degradations, models and
+training; ``evaluate`` the measurements (a)-(d), with ``stats``; ``figures`` the PNG
+figures; ``report`` the text report and the documentation page, filled from the Markdown
+templates in ``templates/``.
 """
 
 from __future__ import annotations
@@ -26,22 +33,35 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from . import evaluate as ev
+from .stats import finite_or_null
+
+if TYPE_CHECKING:
+    from .core import Digits, TorchLosses, TrainConfig, TrainResult
 
 DEFAULT_OUT = "probcon-experiment"
 DEFAULT_STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 EXTREME_COUNT = 24
-QUINTILES = 5
+TITLE = "Learned confidence against human judgement of ambiguity (probcon-ref experiment)"
+
+
+# ---------------------------------------------------------------------------------------
+# Options
+# ---------------------------------------------------------------------------------------
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``probcon-ref experiment``, in three groups: output, training, data and evaluation."""
     g = parser.add_argument_group("output")
     g.add_argument("--out", default=DEFAULT_OUT, help="results folder (default: %(default)s)")
     g.add_argument("--docs", nargs="?", const="docs", default=None, metavar="DOCS_DIR",
@@ -80,205 +100,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--threads", type=int, default=2, help="PyTorch CPU threads (default: %(default)s)")
 
 
-# ---------------------------------------------------------------------------------------
-# Statistics
-# ---------------------------------------------------------------------------------------
-
-
-def rankdata(a) -> np.ndarray:
-    """Ranks from 1, ties given the average of the ranks they span."""
-    a = np.asarray(a, dtype=np.float64).ravel()
-    _, inverse, counts = np.unique(a, return_inverse=True, return_counts=True)
-    end = np.cumsum(counts)
-    return ((end - counts + 1 + end) / 2.0)[inverse]
-
-
-def spearman(x, y) -> float:
-    """Spearman's rank correlation: the Pearson correlation of the ranks (NaN if one is constant)."""
-    rx, ry = rankdata(x), rankdata(y)
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    denom = math.sqrt(float(np.sum(rx * rx)) * float(np.sum(ry * ry)))
-    return float(np.sum(rx * ry) / denom) if denom > 0 else float("nan")
-
-
-def _f(x) -> float:
-    return float(x)
-
-
-def _finite_or_null(obj):
-    """The summary as strict JSON: NaN or infinity (a constant kappa, say) becomes null."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite_or_null(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_or_null(v) for v in obj]
-    return obj
-
-
-def _quantiles(a) -> dict:
-    q = np.quantile(a, [0.25, 0.5, 0.75])
-    return {"mean": _f(np.mean(a)), "q25": _f(q[0]), "median": _f(q[1]), "q75": _f(q[2])}
-
-
-# ---------------------------------------------------------------------------------------
-# Evaluation
-# ---------------------------------------------------------------------------------------
-
-
-def _unit(z):
-    return z / np.linalg.norm(z, axis=1, keepdims=True)
-
-
-def evaluate_degradation(core, model, x, strengths, seed: int, nu: float, examples=(0,)):
-    """(a) kappa of every held-out image under each degradation at each strength.
-
-    Returns the summary and, per type, the kappa array (images x strengths) and the
-    degraded images of the ``examples`` (for the figure).
-    """
-    import torch
-
-    from ..special import inverse_bessel_ratio
-
-    gen = torch.Generator().manual_seed(seed)
-    _, z_clean, _ = core.embed(model, x)
-    u_clean = _unit(z_clean)
-    out = {"strengths": list(strengths), "by_type": {}, "spearman_by_type": {},
-           "within_image_spearman_mean": {}}
-    pooled_k, pooled_s, raw = [], [], {}
-    for kind in core.DEGRADATIONS:
-        ks, cs, shown = [], [], []
-        for s in strengths:
-            xd = core.degrade(x, kind, float(s), gen)
-            shown.append(xd[list(examples), 0].numpy())
-            _, z, k = core.embed(model, xd)
-            ks.append(k)
-            cs.append(np.sum(_unit(z) * u_clean, axis=1))
-        kappa = np.stack(ks, axis=1)  # (images, strengths)
-        cos = np.stack(cs, axis=1)
-        raw[kind] = {"kappa": kappa, "images": np.stack(shown, axis=1),  # (examples, strengths, 8, 8)
-                     "kappa_examples": kappa[list(examples)]}
-        s_grid = np.broadcast_to(np.asarray(strengths, dtype=np.float64), kappa.shape)
-        rho = spearman(kappa.ravel(), s_grid.ravel())
-        within = np.asarray([spearman(row, strengths) for row in kappa])
-        cos_med = np.median(cos, axis=0)
-        stats = [_quantiles(kappa[:, j]) for j in range(len(strengths))]
-        out["by_type"][kind] = {
-            "kappa_mean": [st["mean"] for st in stats],
-            "kappa_q25": [st["q25"] for st in stats],
-            "kappa_median": [st["median"] for st in stats],
-            "kappa_q75": [st["q75"] for st in stats],
-            "cos_to_clean_median": [_f(c) for c in cos_med],
-            "optimal_kappa_at_median_cos": [
-                _f(inverse_bessel_ratio(nu, np.asarray(min(float(c), 1 - 1e-6)))) for c in cos_med
-            ],
-            "fraction_images_kappa_lower_at_max_than_clean": _f(np.mean(kappa[:, -1] < kappa[:, 0])),
-        }
-        out["spearman_by_type"][kind] = rho
-        out["within_image_spearman_mean"][kind] = _f(within[np.isfinite(within)].mean()) \
-            if np.isfinite(within).any() else float("nan")
-        pooled_k.append(kappa.ravel())
-        pooled_s.append(s_grid.ravel())
-    out["spearman_pooled"] = spearman(np.concatenate(pooled_k), np.concatenate(pooled_s))
-    out["pairs_pooled"] = int(sum(len(k) for k in pooled_k))
-    return out, raw
-
-
-def evaluate_extremes(kappa, y, x_test_np, pixel_proba, count: int):
-    """(b) lowest and highest kappa among clean held-out images; classifier error by quintile."""
-    order = np.argsort(kappa, kind="stable")
-    count = min(count, len(order) // 2)
-    p_true = pixel_proba[np.arange(len(y)), y]
-    wrong = np.argmax(pixel_proba, axis=1) != y
-    quint = []
-    for members in np.array_split(order, QUINTILES):  # equal-count groups by rank of kappa
-        quint.append({
-            "kappa_range": [_f(kappa[members].min()), _f(kappa[members].max())],
-            "images": int(len(members)),
-            "classifier_error_rate": _f(wrong[members].mean()),
-            "classifier_mean_p_true": _f(p_true[members].mean()),
-        })
-    return {
-        "count": int(count),
-        "lowest": [int(i) for i in order[:count]],
-        "highest": [int(i) for i in order[::-1][:count]],
-        "by_kappa_quintile": quint,
-        "spearman_kappa_vs_classifier_p_true": spearman(kappa, p_true),
-        "classifier_errors_total": int(wrong.sum()),
-    }
-
-
-def typicality(kappa, y_test, z_test, y_train, z_train) -> dict:
-    """How typical of its class each clean held-out image is, against its kappa.
-
-    Typicality: the mean cosine of the image's projection to the projections of the training
-    images of its class. Instance discrimination treats those images as negatives, and a
-    negative ``a`` with ``c_ab > A_d(kappa_b)`` pushes ``kappa_b`` down (SPEC section 4), so
-    the typical members of a tight class are expected to get the lower kappa.
-    """
-    cos = _unit(z_test) @ _unit(z_train).T
-    same = y_test[:, None] == y_train[None, :]
-    typ = np.sum(np.where(same, cos, 0.0), axis=1) / np.maximum(same.sum(axis=1), 1)
-    classes = sorted(set(int(c) for c in y_test))
-    return {
-        "spearman_kappa_vs_typicality": spearman(kappa, typ),
-        "kappa_median_by_class": {str(c): _f(np.median(kappa[y_test == c])) for c in classes},
-    }
-
-
-def linear_probe(train_features, y_train, test_features, y_test, seed: int):
-    """(c) logistic regression on standardised frozen features: (held-out accuracy, classifier)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, random_state=seed))
-    clf.fit(train_features, y_train)
-    return float(clf.score(test_features, y_test)), clf
-
-
-def evaluate_pairs(core, model, x, aug_cfg, seed: int, nu: float):
-    """(d) two augmented views of each held-out image: their cosine and each view's kappa."""
-    import torch
-
-    from ..special import inverse_bessel_ratio
-
-    gen = torch.Generator().manual_seed(seed)
-    v1 = core.augment(x, aug_cfg, gen)
-    v2 = core.augment(x, aug_cfg, gen)
-    _, z1, k1 = core.embed(model, v1)
-    _, z2, k2 = core.embed(model, v2)
-    c = np.sum(_unit(z1) * _unit(z2), axis=1)
-    cos = np.concatenate([c, c])
-    kappa = np.concatenate([k1, k2])
-    pos = cos > 0
-    opt = np.full_like(cos, np.nan)
-    opt[pos] = inverse_bessel_ratio(nu, np.minimum(cos[pos], 1 - 1e-9))
-    edges = np.linspace(min(0.0, float(cos.min())), 1.0, 11)
-    bins = []
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        m = (cos >= lo) & (cos < hi) if hi < 1.0 else (cos >= lo)
-        if m.any():
-            bins.append({"cos_range": [_f(lo), _f(hi)], "views": int(m.sum()),
-                         "kappa_median": _f(np.median(kappa[m]))})
-    summary = {
-        "nu": nu,
-        "views": int(len(cos)),
-        "cos_quantiles_10_50_90": [_f(v) for v in np.quantile(c, [0.1, 0.5, 0.9])],
-        "kappa_quantiles_10_50_90": [_f(v) for v in np.quantile(kappa, [0.1, 0.5, 0.9])],
-        "spearman_kappa_vs_cos": spearman(kappa, cos),
-        "median_ratio_kappa_to_optimum": _f(np.median(kappa[pos] / opt[pos])) if pos.any() else float("nan"),
-        "fraction_below_optimum": _f(np.mean(kappa[pos] < opt[pos])) if pos.any() else float("nan"),
-        "bins": bins,
-    }
-    return summary, {"cos": cos, "kappa": kappa}
-
-
-# ---------------------------------------------------------------------------------------
-# The command
-# ---------------------------------------------------------------------------------------
-
-
 def _parse_strengths(text: str) -> list[float]:
     vals = [float(v) for v in text.split(",") if v.strip()]
     if len(vals) < 2 or any(not 0.0 <= v <= 1.0 for v in vals) or sorted(set(vals)) != vals:
@@ -311,22 +132,24 @@ def _command_line(args) -> str:
     return " ".join(parts)
 
 
-def _example_images(y, digits=(2, 7)) -> list[int]:
-    """The first held-out image of each of ``digits`` (or of any class), for the example figure."""
-    picked = []
-    for dgt in digits:
-        hits = np.flatnonzero(y == dgt)
-        picked.append(int(hits[0]) if len(hits) else len(picked))
-    return picked
+# ---------------------------------------------------------------------------------------
+# The command
+# ---------------------------------------------------------------------------------------
 
 
 def run(args) -> int:
+    """Run the experiment with the parsed ``args``; 0 on success.
+
+    The steps: load the data, train PCL, NT-Xent and the ablation, measure (a)-(d) on the
+    held-out images, summarise, and write the figures, ``summary.json``, ``report.txt`` and
+    ``report.md``. Returns 2, with a message, when an optional dependency is missing or an
+    option is invalid. PyTorch's thread count is set for the run and restored afterwards.
+    """
     t_start = time.perf_counter()
     try:
         import torch
 
         from . import core
-        from . import report
     except ImportError as exc:  # the optional dependencies of the command
         print(f"probcon-ref experiment needs the 'experiment' extra and PyTorch: {exc}", file=sys.stderr)
         return 2
@@ -341,144 +164,249 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     threads_before = torch.get_num_threads()
     torch.set_num_threads(max(1, args.threads))
-    progress = not args.no_progress
     try:
         timing = {}
-        t = time.perf_counter()
-        data = core.load_data(args.seed, args.test_fraction, args.limit)
-        timing["data"] = time.perf_counter() - t
-
-        aug = core.AugmentConfig(corrupt_prob=args.corrupt_prob, corruptions=corruptions)
-        cfg = core.TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                               proj_dim=args.proj_dim, width=args.width, temperature=args.temperature,
-                               conf_lr_mult=args.conf_lr_mult, warmup_epochs=args.warmup_epochs,
-                               augment=aug)
+        data = _timed(timing, "data", lambda: core.load_data(args.seed, args.test_fraction, args.limit))
+        cfg = _train_config(args, corruptions)
         losses = core.torch_losses()
-        if progress:
-            print(f"loss from {losses.source}; {len(data.y_train)} train / {len(data.y_test)} held-out images",
-                  file=sys.stderr)
-        pcl = core.train("pcl", data.x_train, cfg, losses, args.seed, progress)
-        timing["train_pcl"] = pcl.seconds
-        ntx = core.train("ntxent", data.x_train, cfg, losses, args.seed, progress)
-        timing["train_ntxent"] = ntx.seconds
-        unseen = [k for k in core.DEGRADATIONS if k not in corruptions]
-        abl = None
-        if args.ablation and unseen and args.corrupt_prob > 0:
-            aug_all = dataclasses.replace(aug, corruptions=core.DEGRADATIONS)
-            abl = core.train("pcl", data.x_train, dataclasses.replace(cfg, augment=aug_all), losses,
-                             args.seed, progress, label="train pcl, every degradation in training")
-            timing["train_pcl_ablation"] = abl.seconds
-
-        t = time.perf_counter()
-        nu = args.proj_dim / 2.0 - 1.0
-        examples = _example_images(data.y_test)
-        degradation, deg_raw = evaluate_degradation(core, pcl.model, data.x_test, strengths,
-                                                    args.seed + 100, nu, examples)
-        h_tr_p, _, _ = core.embed(pcl.model, data.x_train)
-        h_te_p, _, kappa_clean = core.embed(pcl.model, data.x_test)
-        h_tr_n, _, _ = core.embed(ntx.model, data.x_train)
-        h_te_n, _, _ = core.embed(ntx.model, data.x_test)
-        px_tr = data.x_train.reshape(len(data.y_train), -1).numpy()
-        px_te = data.x_test.reshape(len(data.y_test), -1).numpy()
-        acc_p, _ = linear_probe(h_tr_p, data.y_train, h_te_p, data.y_test, args.seed)
-        acc_n, _ = linear_probe(h_tr_n, data.y_train, h_te_n, data.y_test, args.seed)
-        acc_px, clf_px = linear_probe(px_tr, data.y_train, px_te, data.y_test, args.seed)
-        extremes = evaluate_extremes(kappa_clean, data.y_test, px_te, clf_px.predict_proba(px_te),
-                                     EXTREME_COUNT)
-        _, z_tr_p, _ = core.embed(pcl.model, data.x_train)
-        _, z_te_p, _ = core.embed(pcl.model, data.x_test)
-        extremes.update(typicality(kappa_clean, data.y_test, z_te_p, data.y_train, z_tr_p))
-        extremes["lowest_items"] = [
-            {"dataset_index": int(data.test_index[i]), "label": int(data.y_test[i]), "kappa": _f(kappa_clean[i])}
-            for i in extremes["lowest"]]
-        extremes["highest_items"] = [
-            {"dataset_index": int(data.test_index[i]), "label": int(data.y_test[i]), "kappa": _f(kappa_clean[i])}
-            for i in extremes["highest"]]
-        pairs, pair_raw = evaluate_pairs(core, pcl.model, data.x_test, aug, args.seed + 200, nu)
-        ablation = None
-        if abl is not None:
-            abl_deg, _ = evaluate_degradation(core, abl.model, data.x_test, strengths, args.seed + 100, nu)
-            h_tr_a, _, _ = core.embed(abl.model, data.x_train)
-            h_te_a, _, _ = core.embed(abl.model, data.x_test)
-            ablation = {
-                "train_corruptions": list(core.DEGRADATIONS),
-                "spearman_pooled": abl_deg["spearman_pooled"],
-                "spearman_by_type": abl_deg["spearman_by_type"],
-                "within_image_spearman_mean": abl_deg["within_image_spearman_mean"],
-                "kappa_median_by_type": {k: v["kappa_median"] for k, v in abl_deg["by_type"].items()},
-                "cos_to_clean_median_by_type": {k: v["cos_to_clean_median"] for k, v in abl_deg["by_type"].items()},
-                "linear_probe": linear_probe(h_tr_a, data.y_train, h_te_a, data.y_test, args.seed)[0],
-                "final_epoch_loss": abl.epoch_loss[-1],
-            }
-        timing["evaluation"] = time.perf_counter() - t
-
-        summary = {
-            "title": "Learned confidence against human judgement of ambiguity (probcon-ref experiment)",
-            "command": _command_line(args),
-            "torch_integration": losses.source,
-            "environment": {
-                "python": platform.python_version(),
-                "torch": torch.__version__,
-                "numpy": np.__version__,
-                "threads": torch.get_num_threads(),
-                "cpu_count": os.cpu_count(),
-                "machine": platform.machine(),
-            },
-            "config": {
-                "seed": args.seed, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-                "conf_lr_mult": args.conf_lr_mult, "warmup_epochs": args.warmup_epochs,
-                "proj_dim": args.proj_dim, "nu": nu,
-                "width": args.width, "features": cfg.features, "temperature": args.temperature,
-                "kappa_init": 1.0 / args.temperature, "kappa_min": cfg.kappa_min,
-                "augment": {
-                    "rotation_deg": aug.rotation_deg, "scale": list(aug.scale),
-                    "translate_px": aug.translate_px, "brightness": list(aug.brightness),
-                    "corrupt_prob": aug.corrupt_prob, "corruptions": list(aug.corruptions),
-                },
-                "degradations_unseen_in_training": unseen,
-                "degradation_max": {
-                    "noise_sigma": core.NOISE_SIGMA_MAX, "occlusion_side_px": core.OCCLUSION_SIDE_MAX,
-                    "blur_sigma_px": core.BLUR_SIGMA_MAX,
-                },
-            },
-            "data": {
-                "name": "scikit-learn digits (sklearn.datasets.load_digits), 8x8 grey levels 0-16",
-                "images": int(len(data.y_train) + len(data.y_test)),
-                "train": int(len(data.y_train)), "held_out": int(len(data.y_test)),
-                "test_fraction": args.test_fraction, "limit": args.limit,
-            },
-            "training": {
-                "pcl": {"epoch_loss": pcl.epoch_loss, "epoch_mean_kappa": pcl.epoch_kappa},
-                "ntxent": {"epoch_loss": ntx.epoch_loss},
-            },
-            "degradation": degradation,
-            "extremes": extremes,
-            "linear_probe": {
-                "pcl": acc_p, "ntxent": acc_n, "pixels": acc_px,
-                "pcl_minus_ntxent_points": 100.0 * (acc_p - acc_n),
-            },
-            "kappa_vs_cosine": pairs,
-            "ablation_every_degradation_in_training": ablation,
-            "clean_kappa_quantiles_10_50_90": [_f(v) for v in np.quantile(kappa_clean, [0.1, 0.5, 0.9])],
-        }
-        summary["criteria"] = {
-            "spearman_pooled_at_most_minus_0.5": bool(degradation["spearman_pooled"] <= -0.5),
-            "probe_pcl_within_2_points_of_ntxent": bool(abs(summary["linear_probe"]["pcl_minus_ntxent_points"]) <= 2.0),
-        }
-
-        t = time.perf_counter()
-        figures = report.write_figures(out, summary, data, deg_raw, kappa_clean, pair_raw,
-                                       [int(data.y_test[i]) for i in examples])
-        timing["figures"] = time.perf_counter() - t
-        timing["total"] = time.perf_counter() - t_start
-        summary["figures"] = figures
-        summary["timing_s"] = {k: round(v, 2) for k, v in timing.items()}
-        (out / "summary.json").write_text(json.dumps(_finite_or_null(summary), indent=1) + "\n")
-        text = report.text_report(summary)
-        (out / "report.txt").write_text(text)
-        (out / "report.md").write_text(report.report_markdown(summary))
-        print(text)
-        print(f"results written to {out}")
+        trained = _train_models(args, data, cfg, losses, timing)
+        measured = _timed(timing, "evaluation", lambda: _evaluate_models(args, data, cfg, trained, strengths))
+        summary = _build_summary(args, data, cfg, losses, trained, measured)
+        _write_artefacts(out, summary, data, measured, timing, t_start)
     finally:
         torch.set_num_threads(threads_before)
     return 0
+
+
+def _timed(timing: dict, key: str, step):
+    """``step()``, its wall time stored as ``timing[key]``."""
+    t = time.perf_counter()
+    result = step()
+    timing[key] = time.perf_counter() - t
+    return result
+
+
+def _unseen(cfg: TrainConfig) -> list[str]:
+    """The degradation types that the training augmentation leaves out."""
+    from . import core
+
+    return [k for k in core.DEGRADATIONS if k not in cfg.augment.corruptions]
+
+
+def _train_config(args, corruptions) -> TrainConfig:
+    """The training configuration (augmentation included) from the options."""
+    from . import core
+
+    aug = core.AugmentConfig(corrupt_prob=args.corrupt_prob, corruptions=corruptions)
+    return core.TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                            proj_dim=args.proj_dim, width=args.width, temperature=args.temperature,
+                            conf_lr_mult=args.conf_lr_mult, warmup_epochs=args.warmup_epochs,
+                            augment=aug)
+
+
+@dataclass
+class _Trained:
+    """The trained models: PCL, NT-Xent, and the PCL ablation (every degradation in training)."""
+
+    pcl: TrainResult
+    ntxent: TrainResult
+    ablation: TrainResult | None
+
+
+def _train_models(args, data: Digits, cfg: TrainConfig, losses: TorchLosses, timing: dict) -> _Trained:
+    """Train PCL and NT-Xent from the same weights on the same views, then the ablation.
+
+    The ablation (PCL with every degradation type in the augmentation) runs when ``--ablation``
+    is on and some type is otherwise unseen in training.
+    """
+    from . import core
+
+    progress = not args.no_progress
+    if progress:
+        print(f"loss from {losses.source}; {len(data.y_train)} train / {len(data.y_test)} held-out images",
+              file=sys.stderr)
+    pcl = core.train("pcl", data.x_train, cfg, losses, args.seed, progress)
+    timing["train_pcl"] = pcl.seconds
+    ntx = core.train("ntxent", data.x_train, cfg, losses, args.seed, progress)
+    timing["train_ntxent"] = ntx.seconds
+    abl = None
+    if args.ablation and _unseen(cfg) and args.corrupt_prob > 0:
+        aug_all = dataclasses.replace(cfg.augment, corruptions=core.DEGRADATIONS)
+        abl = core.train("pcl", data.x_train, dataclasses.replace(cfg, augment=aug_all), losses,
+                         args.seed, progress, label="train pcl, every degradation in training")
+        timing["train_pcl_ablation"] = abl.seconds
+    return _Trained(pcl, ntx, abl)
+
+
+@dataclass
+class _Measurements:
+    """What the evaluation measures, for the summary, and the raw arrays the figures need."""
+
+    degradation: dict
+    degradation_raw: dict  # per type: kappa (images x strengths), the example images and their kappa
+    examples: list[int]  # held-out rows of the example images
+    kappa_clean: np.ndarray  # kappa of every clean held-out image
+    extremes: dict
+    linear_probe: dict
+    pairs: dict
+    pairs_raw: dict  # cosine and kappa of every view
+    ablation: dict | None
+
+
+def _evaluate_models(args, data: Digits, cfg: TrainConfig, trained: _Trained, strengths) -> _Measurements:
+    """The measurements (a)-(d) on the held-out images, and (a) and (c) for the ablation."""
+    from . import core
+
+    nu = args.proj_dim / 2.0 - 1.0
+    pcl = trained.pcl.model
+    examples = _example_images(data.y_test)
+    degradation, deg_raw = ev.evaluate_degradation(pcl, data.x_test, strengths, args.seed + 100, nu, examples)
+    _, z_tr, _ = core.embed(pcl, data.x_train)
+    _, z_te, kappa_clean = core.embed(pcl, data.x_test)
+    probe, pixel_proba = _linear_probes(args.seed, data, trained)
+    extremes = ev.evaluate_extremes(kappa_clean, data.y_test, pixel_proba, EXTREME_COUNT)
+    extremes.update(ev.typicality(kappa_clean, data.y_test, z_te, data.y_train, z_tr))
+    for key in ("lowest", "highest"):
+        extremes[f"{key}_items"] = [
+            {"dataset_index": int(data.test_index[i]), "label": int(data.y_test[i]), "kappa": float(kappa_clean[i])}
+            for i in extremes[key]]
+    pairs, pair_raw = ev.evaluate_pairs(pcl, data.x_test, cfg.augment, args.seed + 200, nu)
+    ablation = None
+    if trained.ablation is not None:
+        ablation = _evaluate_ablation(args, data, trained.ablation, strengths, nu)
+    return _Measurements(degradation, deg_raw, examples, kappa_clean, extremes, probe, pairs, pair_raw, ablation)
+
+
+def _linear_probes(seed: int, data: Digits, trained: _Trained):
+    """(c) the probe on each encoder and on raw pixels; and the pixel classifier's probabilities."""
+    features = {}
+    for name in ("pcl", "ntxent"):
+        features[name] = _features(getattr(trained, name).model, data)
+    features["pixels"] = (data.x_train.reshape(len(data.y_train), -1).numpy(),
+                          data.x_test.reshape(len(data.y_test), -1).numpy())
+    acc, clf = {}, {}
+    for name, (train, test) in features.items():
+        acc[name], clf[name] = ev.linear_probe(train, data.y_train, test, data.y_test, seed)
+    acc["pcl_minus_ntxent_points"] = 100.0 * (acc["pcl"] - acc["ntxent"])
+    return acc, clf["pixels"].predict_proba(features["pixels"][1])
+
+
+def _features(model, data: Digits):
+    """The frozen encoder features of the training and the held-out images."""
+    from . import core
+
+    return core.embed(model, data.x_train)[0], core.embed(model, data.x_test)[0]
+
+
+def _evaluate_ablation(args, data: Digits, abl: TrainResult, strengths, nu: float) -> dict:
+    """(a) and (c) again, for the PCL model trained with every degradation type."""
+    from . import core
+
+    deg, _ = ev.evaluate_degradation(abl.model, data.x_test, strengths, args.seed + 100, nu)
+    train, test = _features(abl.model, data)
+    return {
+        "train_corruptions": list(core.DEGRADATIONS),
+        "spearman_pooled": deg["spearman_pooled"],
+        "spearman_by_type": deg["spearman_by_type"],
+        "within_image_spearman_mean": deg["within_image_spearman_mean"],
+        "kappa_median_by_type": {k: v["kappa_median"] for k, v in deg["by_type"].items()},
+        "cos_to_clean_median_by_type": {k: v["cos_to_clean_median"] for k, v in deg["by_type"].items()},
+        "linear_probe": ev.linear_probe(train, data.y_train, test, data.y_test, args.seed)[0],
+        "final_epoch_loss": abl.epoch_loss[-1],
+    }
+
+
+def _build_summary(args, data: Digits, cfg: TrainConfig, losses: TorchLosses, trained: _Trained,
+                   measured: _Measurements) -> dict:
+    """The summary (``summary.json`` less its figures and timing) from the results."""
+    summary = {
+        "title": TITLE,
+        "command": _command_line(args),
+        "torch_integration": losses.source,
+        "environment": _environment(),
+        "config": _config_summary(args, cfg),
+        "data": {
+            "name": "scikit-learn digits (sklearn.datasets.load_digits), 8x8 grey levels 0-16",
+            "images": int(len(data.y_train) + len(data.y_test)),
+            "train": int(len(data.y_train)), "held_out": int(len(data.y_test)),
+            "test_fraction": args.test_fraction, "limit": args.limit,
+        },
+        "training": {
+            "pcl": {"epoch_loss": trained.pcl.epoch_loss, "epoch_mean_kappa": trained.pcl.epoch_kappa},
+            "ntxent": {"epoch_loss": trained.ntxent.epoch_loss},
+        },
+        "degradation": measured.degradation,
+        "extremes": measured.extremes,
+        "linear_probe": measured.linear_probe,
+        "kappa_vs_cosine": measured.pairs,
+        "ablation_every_degradation_in_training": measured.ablation,
+        "clean_kappa_quantiles_10_50_90": [float(v) for v in np.quantile(measured.kappa_clean, [0.1, 0.5, 0.9])],
+    }
+    summary["criteria"] = {
+        "spearman_pooled_at_most_minus_0.5": bool(measured.degradation["spearman_pooled"] <= -0.5),
+        "probe_pcl_within_2_points_of_ntxent": bool(abs(measured.linear_probe["pcl_minus_ntxent_points"]) <= 2.0),
+    }
+    return summary
+
+
+def _environment() -> dict:
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+    }
+
+
+def _config_summary(args, cfg: TrainConfig) -> dict:
+    from . import core
+
+    aug = cfg.augment
+    return {
+        "seed": args.seed, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+        "conf_lr_mult": args.conf_lr_mult, "warmup_epochs": args.warmup_epochs,
+        "proj_dim": args.proj_dim, "nu": args.proj_dim / 2.0 - 1.0,
+        "width": args.width, "features": cfg.features, "temperature": args.temperature,
+        "kappa_init": 1.0 / args.temperature, "kappa_min": cfg.kappa_min,
+        "augment": {
+            "rotation_deg": aug.rotation_deg, "scale": list(aug.scale),
+            "translate_px": aug.translate_px, "brightness": list(aug.brightness),
+            "corrupt_prob": aug.corrupt_prob, "corruptions": list(aug.corruptions),
+        },
+        "degradations_unseen_in_training": _unseen(cfg),
+        "degradation_max": {
+            "noise_sigma": core.NOISE_SIGMA_MAX, "occlusion_side_px": core.OCCLUSION_SIDE_MAX,
+            "blur_sigma_px": core.BLUR_SIGMA_MAX,
+        },
+    }
+
+
+def _write_artefacts(out: Path, summary: dict, data: Digits, measured: _Measurements, timing: dict,
+                     t_start: float) -> None:
+    """The figures, ``summary.json``, ``report.txt`` and ``report.md`` in ``out``."""
+    from . import figures, report
+
+    labels = [int(data.y_test[i]) for i in measured.examples]
+    summary["figures"] = _timed(timing, "figures", lambda: figures.write_figures(
+        out, summary, data, measured.degradation_raw, measured.kappa_clean, measured.pairs_raw, labels))
+    timing["total"] = time.perf_counter() - t_start
+    summary["timing_s"] = {k: round(v, 2) for k, v in timing.items()}
+    (out / "summary.json").write_text(json.dumps(finite_or_null(summary), indent=1) + "\n")
+    text = report.text_report(summary)
+    (out / "report.txt").write_text(text)
+    (out / "report.md").write_text(report.report_markdown(summary))
+    print(text)
+    print(f"results written to {out}")
+
+
+def _example_images(y, digits=(2, 7)) -> list[int]:
+    """The first held-out image of each of ``digits`` (or of any class), for the example figure."""
+    picked = []
+    for dgt in digits:
+        hits = np.flatnonzero(y == dgt)
+        picked.append(int(hits[0]) if len(hits) else len(picked))
+    return picked

@@ -266,6 +266,46 @@ class TrainResult:
     seconds: float
 
 
+def _optimizer(model: ContrastiveModel, cfg: TrainConfig) -> torch.optim.Adam:
+    """Adam, with the confidence head (if any) at ``conf_lr_mult`` times the learning rate.
+
+    The level of kappa has far to go (the optimum A_d^{-1}(c) is in the tens for d = 16),
+    and Adam moves log(kappa) by about one learning rate per step: the head learns faster.
+    """
+    head = list(model.confidence.parameters()) if model.confidence is not None else []
+    ids = {id(p) for p in head}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in ids]}]
+    if head:
+        groups.append({"params": head, "lr": cfg.lr * cfg.conf_lr_mult})
+    return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _epoch(model, x, loss_name: str, cfg: TrainConfig, losses: TorchLosses, opt, sched, gen,
+           batch: int, steps: int, frozen: bool) -> tuple[float, float]:
+    """One epoch of ``steps`` batches: (mean loss, mean kappa of the views; 0 for NT-Xent)."""
+    perm = torch.randperm(x.shape[0], generator=gen)
+    total, kap = 0.0, 0.0
+    for s in range(steps):
+        xb = x[perm[s * batch:(s + 1) * batch]]
+        v1 = augment(xb, cfg.augment, gen)
+        v2 = augment(xb, cfg.augment, gen)
+        _, z, kappa = model(torch.cat([v1, v2]))
+        z1, z2 = z[: len(xb)], z[len(xb):]
+        if loss_name == "pcl":
+            if frozen:  # the head is untouched: kappa = 1/temperature, PCL = NT-Xent exactly
+                kappa = kappa.detach()
+            loss = losses.pcl(z1, z2, kappa[: len(xb)], kappa[len(xb):])
+            kap += float(kappa.detach().mean())
+        else:
+            loss = losses.ntxent(z1, z2, cfg.temperature)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        total += float(loss.detach())
+    return total / steps, kap / steps
+
+
 def train(loss_name: str, x: torch.Tensor, cfg: TrainConfig, losses: TorchLosses, seed: int,
           progress: bool = True, label: str | None = None) -> TrainResult:
     """Train one model with ``loss_name`` in {"pcl", "ntxent"}.
@@ -281,14 +321,7 @@ def train(loss_name: str, x: torch.Tensor, cfg: TrainConfig, losses: TorchLosses
     torch.manual_seed(seed)
     model = ContrastiveModel(cfg.proj_dim, cfg.width, cfg.features, confidence=(loss_name == "pcl"),
                              kappa_init=1.0 / cfg.temperature, kappa_min=cfg.kappa_min)
-    # The level of kappa has far to go (the optimum A_d^{-1}(c) is in the tens for d = 16),
-    # and Adam moves log(kappa) by about one learning rate per step: the head learns faster.
-    head = list(model.confidence.parameters()) if model.confidence is not None else []
-    ids = {id(p) for p in head}
-    groups = [{"params": [p for p in model.parameters() if id(p) not in ids]}]
-    if head:
-        groups.append({"params": head, "lr": cfg.lr * cfg.conf_lr_mult})
-    opt = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = _optimizer(model, cfg)
     gen = torch.Generator().manual_seed(seed + 1)
     n = x.shape[0]
     batch = min(cfg.batch_size, n)
@@ -300,34 +333,14 @@ def train(loss_name: str, x: torch.Tensor, cfg: TrainConfig, losses: TorchLosses
                mininterval=1.0)
     model.train()
     for epoch in bar:
-        frozen = epoch < cfg.warmup_epochs
-        perm = torch.randperm(n, generator=gen)
-        total, kap, count = 0.0, 0.0, 0
-        for s in range(steps):
-            xb = x[perm[s * batch:(s + 1) * batch]]
-            v1 = augment(xb, cfg.augment, gen)
-            v2 = augment(xb, cfg.augment, gen)
-            _, z, kappa = model(torch.cat([v1, v2]))
-            z1, z2 = z[: len(xb)], z[len(xb):]
-            if loss_name == "pcl":
-                if frozen:  # the head is untouched: kappa = 1/temperature, PCL = NT-Xent exactly
-                    kappa = kappa.detach()
-                loss = losses.pcl(z1, z2, kappa[: len(xb)], kappa[len(xb):])
-                kap += float(kappa.detach().mean())
-            else:
-                loss = losses.ntxent(z1, z2, cfg.temperature)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach())
-            count += 1
-        epoch_loss.append(total / count)
+        loss, kappa = _epoch(model, x, loss_name, cfg, losses, opt, sched, gen, batch, steps,
+                             frozen=epoch < cfg.warmup_epochs)
+        epoch_loss.append(loss)
         if loss_name == "pcl":
-            epoch_kappa.append(kap / count)
-            bar.set_postfix(loss=f"{epoch_loss[-1]:.3f}", kappa=f"{epoch_kappa[-1]:.1f}")
+            epoch_kappa.append(kappa)
+            bar.set_postfix(loss=f"{loss:.3f}", kappa=f"{kappa:.1f}")
         else:
-            bar.set_postfix(loss=f"{epoch_loss[-1]:.3f}")
+            bar.set_postfix(loss=f"{loss:.3f}")
     bar.close()
     model.eval()
     return TrainResult(model, epoch_loss, epoch_kappa, time.perf_counter() - t0)
