@@ -6,7 +6,7 @@ Three layers, so that most of it is proven without a GPU:
   device is needed to compile);
 * the same source, built for the host (``host_kernels.py``), runs the fused path on NumPy
   arrays: :class:`probcon_ref.cupy.FusedSteps`, Python and kernels together, equals the
-  reference within the declared tolerances (``backends/backends.toml``);
+  reference within the declared tolerances (``probcon_ref/tools/backends.toml``);
 * on a GPU, CuPy with the fused kernels equals CuPy without them (``gpu`` marker).
 
 ``PROBCON_REQUIRE_TOOLS=c++,nvrtc`` turns the skip of the first two layers (no compiler,
