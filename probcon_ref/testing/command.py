@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from .convention import DTYPES, FRAMEWORKS, GRADIENTS, KAPPA_MODES, LOSSES, REDUCTIONS
+from .validation import validate
 
 __all__ = ["load_callable", "add_arguments", "run"]
 
@@ -84,8 +85,6 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     """``probcon-ref validate``: load the target, validate it, print the report; the exit status."""
-    from . import validate  # the package's entry point, defined after this module is imported
-
     try:
         fn = load_callable(args.target)
     except Exception as exc:

@@ -1,0 +1,91 @@
+"""The entry point: :func:`validate` runs the battery, judges every run, diagnoses the
+failures and returns the :class:`~probcon_ref.testing.report.Report`."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .cases import Case, battery
+from .convention import DTYPES, Convention, choice
+from .diagnose import explain
+from .frameworks import Framework
+from .report import Report
+from .runner import run_case
+
+__all__ = ["validate"]
+
+
+def _chosen(loss, temperature, dtypes, cases, seed) -> tuple[tuple, list[Case]]:
+    """The dtypes and the cases of the battery that ``validate`` runs, checked."""
+    dtypes = tuple((dtypes,) if isinstance(dtypes, str) else dtypes)
+    if not dtypes:
+        raise ValueError("dtypes must name at least one of ('float64', 'float32')")
+    for dt in dtypes:
+        choice(dt, DTYPES, "dtypes")
+    battery_cases = battery(loss, temperature=temperature, seed=seed)
+    if cases is not None:
+        cases = [cases] if isinstance(cases, str) else cases
+        known = {c.name for c in battery_cases}
+        unknown = [c for c in cases if c not in known]
+        if unknown:
+            raise ValueError(f"cases: unknown case name(s) {unknown}; known: {sorted(known)}")
+        battery_cases = [c for c in battery_cases if c.name in set(cases)]
+    return dtypes, battery_cases
+
+
+def validate(fn: Callable, *, loss: str = "pcl", framework: str = "numpy", device: str | None = None,
+             reduction: str = "mean", kappa: str = "kappa", temperature: float | None = None,
+             gradients: str = "auto", dtypes=DTYPES, cases=None, seed: int = 0,
+             target: str | None = None) -> Report:
+    """Run ``fn`` on the validation battery and compare it with the reference (SPEC section 6).
+
+    Parameters
+    ----------
+    fn : callable
+        The implementation: ``fn(z1, z2, kappa1, kappa2)`` for the PCL; ``fn(z1, z2, temperature)``
+        for NT-Xent, or ``fn(z1, z2)`` when ``temperature`` is given. Returns the loss or
+        ``(loss, grads)``.
+    loss : {"pcl", "ntxent"}
+    framework : {"numpy", "torch", "cupy"}
+        The array type ``fn`` receives. ``device`` selects the PyTorch device (default CPU).
+    reduction : {"mean", "sum", "none", "pair-mean"}
+        What ``fn`` returns: mean or sum over the 2N anchors, the (2N,) per-anchor losses
+        (view 1 first), or the sum divided by N.
+    kappa : {"kappa", "log"}
+        PCL: whether ``fn`` takes the concentrations or their logarithms (cases with kappa = 0
+        are then skipped).
+    temperature : float, optional
+        NT-Xent: a fixed temperature ``fn`` uses (then ``fn(z1, z2)`` is called); by default each
+        case's temperature is passed.
+    gradients : {"auto", "autograd", "returned", "none"}
+        Where gradients come from: returned by ``fn``, PyTorch autograd, or not checked. "auto"
+        takes returned gradients, else autograd when ``fn`` returns a torch tensor.
+    dtypes : sequence of {"float64", "float32"}
+    cases : sequence of str, optional
+        Run only the cases with these names. ``seed`` draws another battery.
+    target : str, optional
+        A name for ``fn`` in the report.
+
+    Returns
+    -------
+    Report
+        ``report.passed``, ``report.to_text()``, ``report.to_dict()``, ``report.findings``.
+
+    Examples
+    --------
+    >>> from probcon_ref import pcl_loss_and_grad
+    >>> from probcon_ref.testing import validate
+    >>> validate(pcl_loss_and_grad, cases=["random", "kappa-zero"]).passed
+    True
+    """
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    conv = Convention(loss=loss, framework=framework, device=device, reduction=reduction, kappa=kappa,
+                      temperature=None if temperature is None else float(temperature), gradients=gradients)
+    dtypes, chosen = _chosen(loss, conv.temperature, dtypes, cases, seed)
+    fw = Framework(framework, device)
+    results = [run_case(fn, fw, conv, case, dt) for case in chosen for dt in dtypes]
+    failing = [r for r in results if r.status in ("fail", "error")]
+    findings = explain(fn, fw, conv, results, {c.name: c for c in chosen}) if failing else []
+    name = target or getattr(fn, "__qualname__", None) or repr(fn)
+    return Report(name, conv, results, findings, dtypes)
