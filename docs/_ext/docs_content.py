@@ -35,6 +35,7 @@ CORE_MODULES = ("probcon_ref", "probcon_ref.loss", "probcon_ref.gradient", "prob
 OPTIONAL_MODULES = {
     "probcon_ref.torch": "PyTorch integration.",
     "probcon_ref.torch.distributed": "The exact loss over the processes of a `torch.distributed` group.",
+    "probcon_ref.torch._autograd": "The one autograd function of the PyTorch integration and its guards.",
     "probcon_ref.testing": "Validating another implementation against the reference.",
     "probcon_ref.testing.diagnose": "The mistakes `validate` recognises.",
     "probcon_ref.testing.vectors": "Portable golden vectors.",
