@@ -242,10 +242,15 @@ def backends_table() -> str:
 
 
 def tolerances_table() -> str:
+    """Each dtype's default consistency bounds: SPEC's (probcon_ref.tools.declarations.spec_defaults)
+    overlaid by what backends.toml declares."""
+    from probcon_ref.tools.declarations import spec_defaults
+
     data = _declarations()
-    tol = (data or {}).get("tolerances")
-    if not tol:
+    declared = (data or {}).get("tolerances")
+    if not declared:
         return "No tolerances are declared yet.\n"
+    tol = {dtype: {**spec_defaults(dtype), **row} for dtype, row in declared.items()}
     keys: list[str] = []
     for t in tol.values():
         keys += [k for k in t if k not in keys]

@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..testing.tolerances import bound
+
 DECLARATION_FILE = Path(__file__).with_name("backends.toml")
 COMPUTE_DTYPES = ("float64", "float32")
 HALF_DTYPES = ("float16", "bfloat16")
@@ -105,9 +107,26 @@ def _devices(where: str, table: Any, install: str, names: set[str]) -> dict[str,
     return out
 
 
+def spec_defaults(dtype: str) -> dict[str, float]:
+    """The consistency bounds that follow from SPEC (:mod:`probcon_ref.testing.tolerances`).
+
+    A backend is compared with NumPy float64 on the same inputs, both sides carrying SPEC's
+    error against 50 digits: the special functions get twice SPEC's float64 bound, the loss
+    and gradient SPEC section 6's bounds as they are; float32 is SPEC's float32 column. Half
+    precisions have no SPEC row; backends.toml declares them.
+    """
+    if dtype not in COMPUTE_DTYPES:
+        return {}
+    factor = 2.0 if dtype == "float64" else 1.0
+    out = {key: bound(key, dtype) for key in ("loss", "grad")}
+    out.update({key: factor * bound(key, dtype) for key in ("log_iv", "ratio", "log_vmf")})
+    return out
+
+
 def _tolerances(where: str, dtype: str, defaults: dict, own: dict) -> dict[str, float]:
-    """The defaults of ``dtype`` overlaid by the backend's own; every key must end up set."""
-    merged = _tolerance_table(defaults.get(dtype, {}), f"tolerances.{dtype}")
+    """SPEC's bounds, then the file's defaults of ``dtype``, then the backend's own; every key must end up set."""
+    merged = spec_defaults(dtype)
+    merged.update(_tolerance_table(defaults.get(dtype, {}), f"tolerances.{dtype}"))
     merged.update(_tolerance_table(own.get(dtype, {}), f"{where}.tolerances.{dtype}"))
     missing = [k for k in TOLERANCE_KEYS if k not in merged]
     if missing:
