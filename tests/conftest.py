@@ -28,9 +28,11 @@ its tolerance, to a JSON file at the end of the session (``backends/gpu-check`` 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -272,3 +274,36 @@ def pytest_sessionfinish(session, exitstatus):
     path = os.environ.get("PROBCON_CASE_LOG")
     if path:
         Path(path).write_text(json.dumps(_CASE_LOG, indent=1), encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------
+# The documentation site, built once per session
+# ---------------------------------------------------------------------------------------
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_docs_build_module():
+    """``docs/build.py`` as a module (it is a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("docs_build", REPO_ROOT / "docs" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def built_site(tmp_path_factory):
+    """Build the site once per session, the way CI and ``docs/build.py`` do.
+
+    Returns (the finished process, the html folder). Every test of the documentation shares
+    it, so the site is built once per run.
+    """
+    for module in ("sphinx", "myst_parser", "numpydoc", "matplotlib"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed (pip install -e '.[docs]')")
+    out = tmp_path_factory.mktemp("docs")
+    cmd = load_docs_build_module().sphinx_command(out / "html", out / "doctrees")
+    env = dict(os.environ, MPLBACKEND="Agg", PYTHONHASHSEED="0")
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    return proc, out / "html"

@@ -27,7 +27,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import docs_helpers as h  # noqa: E402
 
-from conftest import skip_or_fail_tool  # noqa: E402
+from conftest import load_docs_build_module as _load_build_module, skip_or_fail_tool  # noqa: E402
 
 ROOT = h.ROOT
 ARTIFACTS = Path(os.environ.get("PROBCON_DOCS_ARTIFACTS", ROOT / "docs" / "_build" / "artifacts"))
@@ -75,26 +75,6 @@ def test_label_scan_finds_every_syntax(tmp_path):
 # ---------------------------------------------------------------------------------------
 # The build
 # ---------------------------------------------------------------------------------------
-
-
-def _load_build_module():
-    spec = importlib.util.spec_from_file_location("docs_build", ROOT / "docs" / "build.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="session")
-def built_site(tmp_path_factory):
-    """Build the site once per session, the way CI and ``docs/build.py`` do."""
-    for module in ("sphinx", "myst_parser", "numpydoc", "matplotlib"):
-        if importlib.util.find_spec(module) is None:
-            pytest.skip(f"{module} is not installed (pip install -e '.[docs]')")
-    out = tmp_path_factory.mktemp("docs")
-    cmd = _load_build_module().sphinx_command(out / "html", out / "doctrees")
-    env = dict(os.environ, MPLBACKEND="Agg", PYTHONHASHSEED="0")
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    return proc, out / "html"
 
 
 def test_site_builds_with_warnings_as_errors(built_site):

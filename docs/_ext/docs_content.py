@@ -543,3 +543,21 @@ GENERATORS = {
 
 #: Files a generator reads: a change to them rebuilds the page.
 DEPENDENCIES = {"backends_table": (BACKENDS_TOML,), "tolerances_table": (BACKENDS_TOML,)}
+
+
+def _page_generators() -> None:
+    """Add the generators of the per-page modules ``docs/_ext/generated_*.py``.
+
+    Each such module defines its own ``GENERATORS`` (and optionally ``DEPENDENCIES``); a
+    name defined twice is an error, so two pages never silently share one generator name.
+    """
+    for path in sorted(Path(__file__).resolve().parent.glob("generated_*.py")):
+        module = importlib.import_module(path.stem)
+        clash = set(GENERATORS) & set(module.GENERATORS)
+        if clash:
+            raise RuntimeError(f"{path.name} redefines the generators {sorted(clash)}")
+        GENERATORS.update(module.GENERATORS)
+        DEPENDENCIES.update(getattr(module, "DEPENDENCIES", {}))
+
+
+_page_generators()
