@@ -264,19 +264,31 @@ def tolerances_table() -> str:
 # ---------------------------------------------------------------------------------------
 
 
+#: The labels of the contract page's sections (docs/contract.md), by section number.
+CONTRACT_SECTIONS = {1: "contract-notation", 2: "contract-derivation", 3: "contract-loss",
+                     4: "contract-gradient", 5: "contract-special", 6: "contract-accuracy",
+                     7: "contract-inputs"}
+
+
+def contract_link(section: int) -> str:
+    """A MyST link to section ``section`` of the contract page."""
+    return f"{{ref}}`{section} <{CONTRACT_SECTIONS[section]}>`"
+
+
 def spec_tolerances_table() -> str:
-    """SPEC sections 5 and 6's bounds, the rows of ``probcon_ref.testing.tolerances``, and how
+    """The contract's accuracy bounds (its sections 5 and 6), the rows of ``probcon_ref.testing.tolerances``, and how
     ``validate`` widens them where the logits are large."""
     from probcon_ref.testing.tolerances import ROUNDING, SPEC_BOUNDS, SUBNORMALS
 
-    rows = [[f"`{b.quantity}`", b.measure, _fmt(b.float64), _fmt(b.float32), str(b.section)] for b in SPEC_BOUNDS]
+    rows = [[f"`{b.quantity}`", b.measure, _fmt(b.float64), _fmt(b.float32), contract_link(b.section)]
+            for b in SPEC_BOUNDS]
     note = ("\nfloat64: against a 50-digit evaluation. float32: the loss and the gradient blocks against "
             "the float64 result on the same inputs, the special functions against 50 digits at the "
             "float32 argument. `validate` raises the loss and gradient bounds to "
             f"${ROUNDING}\\,\\varepsilon S$ where the logits' size $S$ makes that larger, and holds a "
             f"per-anchor loss to an absolute floor of {SUBNORMALS} smallest subnormals of the output "
             "dtype per candidate.\n")
-    return _table(["quantity", "error", "float64", "float32", "SPEC section"], rows) + note
+    return _table(["quantity", "error", "float64", "float32", "contract section"], rows) + note
 
 
 def regimes_table() -> str:
@@ -289,12 +301,12 @@ def regimes_table() -> str:
 
     rows = []
     for r in regimes.REGIMES:
-        rows.append([f"`{r.key}`", r.description, str(r.section),
+        rows.append([f"`{r.key}`", r.description, contract_link(r.section),
                      ", ".join({"pcl": "PCL", "ntxent": "NT-Xent"}[x] for x in r.losses) if r.required else "",
                      names(c.name for c in battery("pcl") if r.key in c.tags),
                      names(c.name for c in battery("ntxent") if r.key in c.tags),
                      names(c.name for c in vectors.CASES if r.key in c.regimes)])
-    return _table(["regime", "what holds there", "SPEC section", "required for", "validate, PCL",
+    return _table(["regime", "what holds there", "contract section", "required for", "validate, PCL",
                    "validate, NT-Xent", "golden vectors"], rows)
 
 
