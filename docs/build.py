@@ -5,7 +5,9 @@
     python3 docs/build.py --serve    # build, then serve it on http://127.0.0.1:8000
 
 The build is the one CI runs: warnings are errors (-W), every cross-reference must resolve
-(-n, nitpicky), from a fresh environment (-E), with no network access needed.
+(-n, nitpicky), from a fresh environment (-E), with no network access needed. Once the pages
+are written, every internal link of the built HTML (page and anchor) is checked by the
+site's extension (docs/_ext/probcon_docs.py): a broken one is a warning, so the build fails.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ source_suffix = {".md": "markdown"}
 root_doc = "index"
 # Fragments written by other tools are included by pages, never built on their own.
 exclude_patterns = ["_build", "benchmarks/**", "experiment/**", "README.md"]
-templates_path: list[str] = []
+templates_path = ["_templates"]
 
 # --- MyST: math with $...$ / $$...$$ (label), amsmath environments, ::: fences ------------
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
@@ -90,14 +90,21 @@ plot_rcparams = {
 html_theme = "alabaster"
 html_static_path = ["_static"]
 html_css_files = ["probcon.css"]
+html_js_files = [("probcon.js", {"defer": "defer"})]
 html_favicon = "_static/favicon.svg"
 html_title = "probcon_ref"
 html_theme_options = {
-    "page_width": "1340px",
-    "sidebar_width": "230px",
+    # alabaster stacks the sidebar above the page at this width and below (its one media
+    # query); the page itself is as wide as the window, up to the max-width of probcon.css.
+    "page_width": "1000px",
+    "sidebar_width": "220px",
     "description": "Probabilistic contrastive loss: the derivation beside the code",
-    "fixed_sidebar": False,
+    # The sidebar comes first in the page: beside the text on wide screens (where it stays in
+    # view while the page scrolls), above it on narrow ones.
+    "fixed_sidebar": True,
+    # Previous / next links above and below every page.
+    "show_relbars": True,
 }
-html_sidebars = {"**": ["about.html", "navigation.html", "searchbox.html"]}
+html_sidebars = {"**": ["about.html", "probcon-navigation.html", "searchbox.html"]}
 html_copy_source = False
 html_show_sourcelink = False

@@ -4,7 +4,8 @@ Also runnable by hand, to look at a built site:
 
     python3 tests/docs_helpers.py docs/_build/html OUTDIR
 
-writes one full-page screenshot per page into OUTDIR and prints what the browser saw.
+writes one full-page screenshot per page into OUTDIR (1400 px wide, and 400 px wide as
+PAGE-400.png) and prints what the browser saw, and the layout at 1280 px and 400 px.
 """
 
 from __future__ import annotations
@@ -43,6 +44,43 @@ def cited_labels() -> dict[str, list[str]]:
 def doc_sources() -> list[Path]:
     return sorted(p for p in DOCS.rglob("*") if p.suffix in {".md", ".rst"}
                   and "_build" not in p.relative_to(DOCS).parts)
+
+
+#: Folders and files of docs/ that are fragments or tools, never pages of their own.
+_NOT_PAGES = {"_build", "_ext", "_static", "_templates", "benchmarks", "experiment", "examples",
+              "figures"}
+# Inline or display math in MyST: "$x$" (not "$ command"), "$$", or a {math} directive.
+_MATH = re.compile(r"\$\$|(?<![\\$])\$[^$\s][^$\n]*\$|\{math\}")
+_TOCTREE = re.compile(r"^```\{toctree\}\n(.*?)^```", re.M | re.S)
+
+
+def page_names() -> list[str]:
+    """The pages of the site: every Markdown source of docs/ that is a page (not a fragment)."""
+    return sorted(p.relative_to(DOCS).with_suffix("").as_posix() for p in DOCS.rglob("*.md")
+                  if p.name != "README.md" and not set(p.relative_to(DOCS).parts) & _NOT_PAGES)
+
+
+def math_page_names() -> list[str]:
+    """The pages whose source has mathematics (MathJax typesets them in the browser)."""
+    return [name for name in page_names()
+            if _MATH.search((DOCS / f"{name}.md").read_text(encoding="utf-8"))]
+
+
+def toctree_pages() -> list[str]:
+    """The site's reading order: the index, then the pages of its tables of contents in
+    order (what the previous/next links follow)."""
+    order = ["index"]
+    text = (DOCS / "index.md").read_text(encoding="utf-8")
+    for block in _TOCTREE.findall(text):
+        for line in block.splitlines():
+            entry = line.strip()
+            if entry and not entry.startswith(":"):
+                # "Title <page>" or "page"
+                m = re.fullmatch(r".*<([^<>]+)>|(\S+)", entry)
+                name = m.group(1) or m.group(2)
+                if name not in order and (DOCS / f"{name}.md").is_file():
+                    order.append(name)
+    return order
 
 
 def defined_labels() -> dict[str, list[str]]:
@@ -140,9 +178,11 @@ function report(status) {
     const i = text.indexOf(pattern);
     if (i >= 0) raw.push(text.slice(Math.max(0, i - 40), i + 40));
   }
-  // Display equations wider than their box (cut off, or scrolled) at this window size.
+  // Display equations wider than their box (cut off, or scrolled) at this window size: the
+  // equation's block or MathJax's box inside it, whichever scrolls.
   const overflowing = Array.from(document.querySelectorAll('div.math'))
-      .filter(el => el.scrollWidth > el.clientWidth + 2)
+      .filter(el => [el, ...el.querySelectorAll('mjx-container[display="true"]')]
+                    .some(box => box.scrollWidth > box.clientWidth + 2))
       .map(el => (el.querySelector('span.eqno') || el).textContent.trim().slice(0, 20));
   done({
     status: status,
@@ -183,6 +223,148 @@ def inspect_page(driver, url: str) -> dict:
     return result
 
 
+# What a page's layout is at the current viewport: sideways scrolling, display equations,
+# the sidebar's place, the code listings beside the equations, the previous/next links.
+_LAYOUT = r"""
+const vw = document.documentElement.clientWidth;
+const scrolls = el => ['auto', 'scroll'].includes(getComputedStyle(el).overflowX);
+const clipped = el => {  // inside a box that clips or scrolls it (or hidden)
+  for (let e = el.parentElement; e && e !== document.body; e = e.parentElement)
+    if (getComputedStyle(e).overflowX !== 'visible') return true;
+  return false;
+};
+const describe = el => el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') +
+    (typeof el.className === 'string' && el.className.trim()
+     ? '.' + el.className.trim().split(/\s+/).join('.') : '');
+const label = el => {
+  const math = el.closest('div.math');
+  const eqno = math && math.querySelector('span.eqno');
+  return (eqno ? eqno.textContent : (math || el).textContent).trim().slice(0, 30);
+};
+const past_edge = [];
+for (const el of document.body.querySelectorAll('*')) {
+  const r = el.getBoundingClientRect();
+  if (r.width > 0 && r.right > vw + 1 && !clipped(el))
+    past_edge.push(describe(el) + ' right=' + Math.round(r.right));
+}
+const equations = {total: 0, scrolling: 0, bad: []};
+for (const el of document.querySelectorAll('div.math, mjx-container[display="true"]')) {
+  const r = el.getBoundingClientRect();
+  if (r.width === 0) continue;
+  if (el.matches('div.math')) equations.total += 1;
+  const wider = el.scrollWidth > el.clientWidth + 1;
+  if (wider && scrolls(el)) equations.scrolling += 1;
+  if ((r.width > vw + 1 || wider) && !scrolls(el)) equations.bad.push(label(el) + ': not a scroll container');
+  else if (r.right > vw + 1 || r.left < -1) equations.bad.push(label(el) + ': past the window edge');
+}
+let sidebar = null;
+const side = document.querySelector('div.sphinxsidebar'), body = document.querySelector('div.body');
+if (side && body) {
+  const s = side.getBoundingClientRect(), b = body.getBoundingClientRect();
+  sidebar = {
+    beside: (s.right <= b.left + 1 || s.left >= b.right - 1) && s.top < b.bottom && s.bottom > b.top,
+    above: s.bottom <= b.top + 1, below: s.top >= b.bottom - 1,
+    sidebar: [s.left, s.top, s.right, s.bottom].map(Math.round),
+    body: [b.left, b.top, b.right, b.bottom].map(Math.round),
+  };
+}
+const nav = document.querySelector('details.site-navigation');
+const navigation = nav ? {open: nav.open,
+    links_shown: Array.from(nav.querySelectorAll('a')).filter(a => a.checkVisibility()).length}
+    : null;
+const rellinks = Array.from(document.querySelectorAll('nav#rellinks a')).map(a => {
+  const r = a.getBoundingClientRect();
+  return {title: a.title, href: a.getAttribute('href'),
+          visible: r.width > 0 && r.height > 0 && r.left >= -1 && r.right <= vw + 1};
+});
+// Listings: each one open (the folded ones too), then measured.
+const folded = Array.from(document.querySelectorAll('details.implementation')).filter(d => !d.open);
+folded.forEach(d => { d.open = true; });
+const listings = Array.from(document.querySelectorAll('div.implementations pre'));
+const cut = listings.filter(p => p.scrollWidth > p.clientWidth + 1)
+    .map(p => describe(p.closest('details') || p) + ' ' + p.scrollWidth + '>' + p.clientWidth);
+const sticky = Array.from(document.querySelectorAll('div.annotated > div.math'))
+    .filter(el => getComputedStyle(el).position === 'sticky').length;
+folded.forEach(d => { d.open = false; });
+return {
+  width: vw, scroll_width: document.documentElement.scrollWidth,
+  client_width: document.documentElement.clientWidth,
+  past_edge: past_edge.slice(0, 12), equations: equations, sidebar: sidebar, rellinks: rellinks,
+  navigation: navigation,
+  listings: listings.length, listings_cut: cut, annotated: document.querySelectorAll('div.annotated').length,
+  sticky_equations: sticky, details: document.querySelectorAll('details.implementation').length,
+  details_open: document.querySelectorAll('details.implementation[open]').length,
+};
+"""
+
+
+def set_viewport(driver, width: int, height: int = 900) -> None:
+    """Make the page's viewport exactly ``width`` x ``height`` CSS pixels (DevTools emulation;
+    a window cannot be made narrower than the browser allows)."""
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+
+
+def reset_viewport(driver) -> None:
+    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def inspect_layout(driver, url: str, width: int, height: int = 900) -> dict:
+    """Load ``url`` at a ``width`` px viewport, wait for MathJax, and measure its layout."""
+    set_viewport(driver, width, height)
+    typeset = inspect_page(driver, url)
+    result = driver.execute_script(_LAYOUT)
+    result["status"] = typeset["status"]
+    result["url"] = url
+    return result
+
+
+def viewport_screenshot_full(driver, path: Path, width: int, max_height: int = 16000) -> None:
+    """A full-page screenshot at a ``width`` px viewport (the current page)."""
+    height = min(max_height, int(driver.execute_script("return document.documentElement.scrollHeight")))
+    set_viewport(driver, width, height)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(path))
+
+
+# Waits for the search page's results and their snippets, then reports them.
+_SEARCH = r"""
+const done = arguments[arguments.length - 1];
+const start = Date.now();
+function report(status) {
+  const items = Array.from(document.querySelectorAll('#search-results li'));
+  done({
+    status: status,
+    results: items.map(li => {
+      const a = li.querySelector('a');
+      const p = li.querySelector('p.context');
+      return [a ? a.getAttribute('href') : null, p ? p.textContent : null];
+    }),
+    message: (document.querySelector('#search-results p.search-summary') || {}).textContent || null,
+  });
+}
+function wait() {
+  const summary = document.querySelector('#search-results p.search-summary');
+  const finished = summary && /finished|did not match/i.test(summary.textContent);
+  const items = document.querySelectorAll('#search-results li');
+  const pending = Array.from(items).filter(li => !li.querySelector('p.context') && !li.querySelector('span')).length;
+  if (finished && (pending === 0 || Date.now() - start > 10000)) report('done');
+  else if (Date.now() - start > 45000) report('timeout');
+  else setTimeout(wait, 100);
+}
+wait();
+"""
+
+
+def search_results(driver, url: str) -> dict:
+    """Open the search page at ``url`` (with ``?q=``) and return its results and snippets."""
+    driver.get(url)
+    result = driver.execute_async_script(_SEARCH)
+    result["console"] = driver.get_log("browser")
+    result["severe"] = [e for e in result["console"] if e.get("level") == "SEVERE"]
+    return result
+
+
 def full_page_screenshot(driver, path: Path, width: int = 1400, max_height: int = 16000) -> None:
     height = min(max_height, int(driver.execute_script("return document.documentElement.scrollHeight")))
     driver.set_window_size(width, height)
@@ -202,6 +384,10 @@ def main(argv: list[str]) -> int:
             full_page_screenshot(driver, outdir / page.replace(".html", ".png"))
             r.pop("console")
             print(page, json.dumps(r))
+            for width in (1280, 400):
+                print(page, width, json.dumps(inspect_layout(driver, f"{base}/{page}", width)))
+            viewport_screenshot_full(driver, outdir / page.replace(".html", "-400.png"), 400)
+            reset_viewport(driver)
     return 0
 
 

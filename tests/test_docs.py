@@ -7,10 +7,18 @@
 * The built site is self-contained (MathJax served from it, no remote scripts or styles).
 * Headless Chromium opens every page with mathematics: no console errors, every equation
   typeset by MathJax, no TeX left on the page; a screenshot of the derivation page is saved
-  to ``docs/_build/artifacts/derivation.png`` (or ``$PROBCON_DOCS_ARTIFACTS``). Without
-  Chromium and its driver (Debian: ``apt-get install chromium chromium-driver``) this part
-  skips with the reason, and fails instead when ``PROBCON_REQUIRE_TOOLS`` names
-  ``chromium``.
+  to ``docs/_build/artifacts/derivation.png`` (or ``$PROBCON_DOCS_ARTIFACTS``).
+* The layout, in Chromium, of every page at 1280 px (a laptop) and 400 px (a phone): the
+  sidebar beside the text at 1280 px and above it at 400 px; the page never scrolls
+  sideways at 400 px; a display equation wider than the page scrolls in its own box; no
+  code listing beside an equation is cut off at 1280 px; previous/next links on every page
+  of the table of contents; the search page shows its snippets when the site is opened as
+  a file. Screenshots of the derivation page at 400 px and 1280 px are saved beside the
+  other one.
+
+Without Chromium and its driver (Debian: ``apt-get install chromium chromium-driver``) the
+browser part skips with the reason, and fails instead when ``PROBCON_REQUIRE_TOOLS`` names
+``chromium``. The link check of the built site is tests/test_docs_site.py.
 """
 
 from __future__ import annotations
@@ -83,8 +91,8 @@ def test_site_builds_with_warnings_as_errors(built_site):
     assert proc.returncode == 0, f"sphinx-build -W -n failed:\n{log}"
     assert "-W" in _load_build_module().sphinx_command(html, html) and \
         "-n" in _load_build_module().sphinx_command(html, html)
-    for page in ("index", "derivation", "gradient", "special-functions", "properties",
-                 "api", "backends", "validation", "benchmarks", "experiment"):
+    for page in {"index", "derivation", "gradient", "special-functions", "properties", "api",
+                 "backends", "benchmarks", "experiment"} | set(h.page_names()):
         assert (html / f"{page}.html").is_file(), f"{page}.html was not built"
 
 
@@ -113,8 +121,17 @@ def test_every_equation_with_code_shows_its_source(built_site):
     proc, html = built_site
     assert proc.returncode == 0
     text = (html / "derivation.html").read_text(encoding="utf-8")
-    assert text.count('class="annotated') >= 10
-    assert text.count('class="literal-block-wrapper') >= text.count('class="annotated')
+    blocks = text.split('<div class="annotated')[1:]
+    assert len(blocks) >= 10
+    for block in blocks:
+        block = block.split('<div class="annotated')[0]
+        # Every listing is a folding box: its summary names the function, its body the code.
+        boxes = re.findall(r'<details class="implementation[^"]*"[^>]*>\s*<summary[^>]*>(.*?)'
+                           r'</summary>(.*?)</details>', block, re.S)
+        assert boxes, f"an equation without its listings: {block[:300]}"
+        for summary, body in boxes:
+            assert "probcon_ref." in summary and " lines" in summary, summary
+            assert "<pre>" in body and "highlight-python" in body, body[:300]
     assert "probcon_ref.loss.unit_directions" in text
 
 
@@ -159,7 +176,11 @@ def test_docstring_examples_pass():
 # In a real browser
 # ---------------------------------------------------------------------------------------
 
-MATH_PAGES = ("derivation", "gradient", "special-functions", "properties", "validation", "index")
+MATH_PAGES = tuple(h.math_page_names())
+
+
+def test_math_pages_are_found():
+    assert {"derivation", "gradient", "special-functions", "properties", "index"} <= set(MATH_PAGES)
 
 
 @pytest.fixture(scope="session")
@@ -209,3 +230,161 @@ def test_derivation_screenshot_saved(browser_report):
     shot = _artifact("derivation.png")
     assert shot.is_file() and shot.stat().st_size > 10_000
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------------------------------
+# The layout in a real browser: a laptop and a phone
+# ---------------------------------------------------------------------------------------
+
+LAPTOP, PHONE = 1280, 400
+WIDTHS = (LAPTOP, PHONE)
+# Every page of the site's top level: the pages of the sources, the index and search pages.
+LAYOUT_PAGES = tuple(sorted(set(h.page_names()) | {"genindex", "search", "py-modindex"}))
+
+
+@pytest.fixture(scope="session")
+def layout_report(built_site, tmp_path_factory):
+    """{(page, width): what the layout is}, each page measured at 1280 px and at 400 px."""
+    proc, html = built_site
+    if proc.returncode != 0:
+        pytest.fail("the site did not build")
+    reason = h.browser_available()
+    if reason:
+        skip_or_fail_tool("chromium", f"the browser test cannot run: {reason}")
+    reports = {}
+    profile = tmp_path_factory.mktemp("chromium-profile-layout")
+    with h.serve(html) as base, h.chromium(profile, width=1400, height=1000) as driver:
+        for width in WIDTHS:
+            for page in LAYOUT_PAGES:
+                if (html / f"{page}.html").is_file():
+                    reports[page, width] = h.inspect_layout(driver, f"{base}/{page}.html", width)
+        h.inspect_layout(driver, f"{base}/derivation.html", PHONE)
+        h.viewport_screenshot_full(driver, _artifact("derivation-400.png"), PHONE)
+        h.inspect_layout(driver, f"{base}/derivation.html", LAPTOP)
+        driver.save_screenshot(str(_artifact("derivation-1280.png")))
+    return reports
+
+
+def _layout(layout_report, page, width):
+    if (page, width) not in layout_report:
+        pytest.fail(f"{page}.html was not built")
+    r = layout_report[page, width]
+    assert r["status"] in ("typeset", "no math"), f"{page}: MathJax did not finish: {r['status']}"
+    assert r["width"] == width, f"{page}: the viewport is {r['width']} px, not {width} px"
+    return r
+
+
+@pytest.mark.parametrize("page", LAYOUT_PAGES)
+def test_sidebar_beside_the_text_on_a_laptop(layout_report, page):
+    r = _layout(layout_report, page, LAPTOP)
+    assert r["sidebar"], f"{page}: no sidebar"
+    assert r["sidebar"]["beside"], f"{page}: the sidebar is not beside the text at {LAPTOP} px: {r['sidebar']}"
+    assert r["navigation"] and r["navigation"]["open"] and r["navigation"]["links_shown"] >= 5, \
+        f"{page}: the table of contents is not shown in the sidebar: {r['navigation']}"
+
+
+@pytest.mark.parametrize("page", LAYOUT_PAGES)
+def test_sidebar_above_the_text_on_a_phone(layout_report, page):
+    r = _layout(layout_report, page, PHONE)
+    assert r["sidebar"] and r["sidebar"]["above"], \
+        f"{page}: the navigation is not above the text at {PHONE} px: {r['sidebar']}"
+    # Folded to one line ("Contents"), so the page starts near the top of the screen.
+    assert r["navigation"] and not r["navigation"]["open"] and r["navigation"]["links_shown"] == 0, \
+        f"{page}: the table of contents is unfolded at {PHONE} px: {r['navigation']}"
+    top, bottom = r["sidebar"]["sidebar"][1], r["sidebar"]["sidebar"][3]
+    assert bottom - top <= 320, f"{page}: the navigation block is {bottom - top} px tall at {PHONE} px"
+
+
+@pytest.mark.parametrize("page", LAYOUT_PAGES)
+def test_no_sideways_scrolling_on_a_phone(layout_report, page):
+    r = _layout(layout_report, page, PHONE)
+    assert r["scroll_width"] <= r["client_width"], (
+        f"{page}: the page scrolls sideways at {PHONE} px ({r['scroll_width']} > "
+        f"{r['client_width']}); past the edge: {r['past_edge']}")
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("page", LAYOUT_PAGES)
+def test_wide_equations_scroll_in_their_own_box(layout_report, page, width):
+    r = _layout(layout_report, page, width)
+    assert not r["equations"]["bad"], \
+        f"{page} at {width} px: display equations wider than their box: {r['equations']['bad']}"
+
+
+def test_some_equations_do_scroll_on_a_phone(layout_report):
+    # The check above would pass vacuously if no equation were wide: at 400 px some are.
+    assert sum(r["equations"]["scrolling"] for (page, width), r in layout_report.items()
+               if width == PHONE) > 0
+
+
+@pytest.mark.parametrize("page", LAYOUT_PAGES)
+def test_listings_fit_on_a_laptop(layout_report, page):
+    r = _layout(layout_report, page, LAPTOP)
+    assert not r["listings_cut"], f"{page}: code listings cut off at {LAPTOP} px: {r['listings_cut']}"
+    assert r["details"] == r["listings"], f"{page}: listings outside a folding box"
+    if r["annotated"]:
+        assert r["details_open"] >= 1, f"{page}: every listing folded"
+        assert r["sticky_equations"] == r["annotated"], f"{page}: equations that do not stay in view"
+
+
+def test_derivation_has_listings(layout_report):
+    r = _layout(layout_report, "derivation", LAPTOP)
+    assert r["annotated"] >= 10 and r["listings"] >= r["annotated"]
+    assert r["details_open"] < r["details"], "no listing folded on the derivation page"
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("page", h.toctree_pages())
+def test_previous_and_next_links(layout_report, page, width):
+    r = _layout(layout_report, page, width)
+    order = h.toctree_pages()
+    i = order.index(page)
+    expected = {"Previous document": order[i - 1] if i > 0 else None,
+                "Next document": order[i + 1] if i + 1 < len(order) else None}
+    for title, target in expected.items():
+        links = [a for a in r["rellinks"] if a["title"] == title]
+        if target is None:
+            assert not links, f"{page}: a {title.lower()} link on the {'first' if i == 0 else 'last'} page"
+            continue
+        assert links, f"{page}: no {title.lower()} link at {width} px"
+        assert all(a["href"] == f"{target}.html" for a in links), f"{page}: {links}"
+        assert all(a["visible"] for a in links), f"{page}: {title.lower()} link not in view: {links}"
+
+
+def test_layout_screenshots_saved(layout_report):
+    for name in ("derivation-400.png", "derivation-1280.png"):
+        shot = _artifact(name)
+        assert shot.is_file() and shot.stat().st_size > 10_000, name
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="session")
+def search_report(built_site, tmp_path_factory):
+    """The search page's results for "kappa", opened as a file and served over HTTP."""
+    proc, html = built_site
+    if proc.returncode != 0:
+        pytest.fail("the site did not build")
+    reason = h.browser_available()
+    if reason:
+        skip_or_fail_tool("chromium", f"the browser test cannot run: {reason}")
+    profile = tmp_path_factory.mktemp("chromium-profile-search")
+    with h.serve(html) as base, h.chromium(profile, width=1280, height=900) as driver:
+        as_file = h.search_results(driver, (html / "search.html").resolve().as_uri() + "?q=kappa")
+        served = h.search_results(driver, f"{base}/search.html?q=kappa")
+    return as_file, served
+
+
+def test_search_shows_snippets_from_a_file(search_report):
+    as_file, _ = search_report
+    assert as_file["status"] == "done", as_file
+    snippets = [text for _, text in as_file["results"] if text]
+    assert len(as_file["results"]) >= 3, f"search for kappa found too little: {as_file}"
+    assert snippets and any("kappa" in s.lower() for s in snippets), \
+        f"no snippet under file://: {as_file['results']}"
+    assert not as_file["severe"], f"console errors under file://: {as_file['severe']}"
+
+
+def test_search_snippets_from_a_file_match_the_served_site(search_report):
+    as_file, served = search_report
+    assert served["status"] == "done" and not served["severe"], served
+    assert as_file["results"] == served["results"]
