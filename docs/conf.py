@@ -26,6 +26,7 @@ extensions = [
     "numpydoc",
     "matplotlib.sphinxext.plot_directive",
     "probcon_docs",
+    "probcon_api",
 ]
 
 source_suffix = {".md": "markdown"}
@@ -69,6 +70,9 @@ nitpick_ignore_regex = [
     (r"py:mod", r"(?!probcon_ref\b).*"),
     # Private modules are not part of the API reference unless the API page documents them.
     (r"py:mod", r"probcon_ref\._\w+"),
+    # Objects of private modules (probcon_ref._inputs.Batch, probcon_ref.torch._autograd...),
+    # cited by docstrings for the reader of the source: shown as names, not links.
+    (r"py:(class|func|obj|data|meth)", r"probcon_ref(\.[a-z]\w*)*\._\w+\..+"),
 ]
 
 # --- Figures computed at build time --------------------------------------------------------

@@ -26,29 +26,38 @@ PACKAGE = ROOT / "probcon_ref"
 BACKENDS_TOML = PACKAGE / "tools" / "backends.toml"
 EQ_ROLE = re.compile(r":eq:`([^`<>]+)`")
 
-#: Modules whose API the reference documents by hand (the page lists them explicitly).
-CORE_MODULES = ("probcon_ref", "probcon_ref.loss", "probcon_ref.gradient", "probcon_ref.special", "probcon_ref.tables",
-                "probcon_ref.cupy")
-
-#: Modules documented when present, in this order, with a one-line description. Any other
-#: public module of the package that appears later is appended after these.
-OPTIONAL_MODULES = {
-    "probcon_ref.torch": "PyTorch integration.",
-    "probcon_ref.torch.distributed": "The exact loss over the processes of a `torch.distributed` group.",
-    "probcon_ref.torch._autograd": "The one autograd function of the PyTorch integration and its guards.",
-    "probcon_ref.testing": "Validating another implementation against the reference.",
-    "probcon_ref.testing.diagnose": "The mistakes `validate` recognises.",
-    "probcon_ref.testing.vectors": "Portable golden vectors.",
-    "probcon_ref.testing.oracle": "The 50-digit evaluation the golden vectors come from.",
-    "probcon_ref.tools.check": "The `probcon-ref check` command.",
-    "probcon_ref.tools.bench": "The `probcon-ref bench` command.",
-    "probcon_ref.tools.bench_device": "The benchmark's GPU section.",
-    "probcon_ref.tools.baselines": "What the benchmark compares with.",
-    "probcon_ref.experiment": "The `probcon-ref experiment` command.",
+#: The API page's groups of modules documented when they import, each module with one line
+#: saying what it is: the public API a user calls, then the maintainers' tools. A public
+#: module of the package that is in no group, in no section written on the page itself
+#: (``REFERENCE_MODULES``) and not skipped is appended to the last group.
+API_GROUPS = {
+    "torch": {
+        "probcon_ref.torch": "The PyTorch integration: autograd functions and modules.",
+        "probcon_ref.torch.distributed": "The exact loss over the processes of a `torch.distributed` group.",
+    },
+    "testing": {
+        "probcon_ref.testing": "Validating another implementation against the reference.",
+        "probcon_ref.testing.vectors": "Portable golden vectors.",
+        "probcon_ref.testing.oracle": "The 50-digit evaluation the golden vectors come from.",
+        "probcon_ref.testing.diagnose": "The mistakes `validate` recognises.",
+    },
+    "tools": {
+        "probcon_ref.tools.check": "The `probcon-ref check` command.",
+        "probcon_ref.tools.bench": "The `probcon-ref bench` command.",
+        "probcon_ref.tools.bench_device": "The benchmark's GPU section.",
+        "probcon_ref.tools.baselines": "What the benchmark compares with.",
+        "probcon_ref.experiment": "The `probcon-ref experiment` command.",
+    },
 }
+
+#: Modules the API page documents in full, internals included: the reference itself, whose
+#: functions the derivation pages show beside their equations.
+REFERENCE_MODULES = ("probcon_ref", "probcon_ref.loss", "probcon_ref.gradient", "probcon_ref.special",
+                     "probcon_ref.tables", "probcon_ref.cupy")
 
 #: Modules never given an API section (entry points and plumbing).
 SKIPPED_MODULES = {"probcon_ref.tools", "probcon_ref.tools.cli", "probcon_ref.__main__"}
+
 
 
 def _fmt(x: float) -> str:
@@ -323,22 +332,33 @@ def _public_modules() -> list[str]:
     return sorted(found)
 
 
-def _optional_modules() -> list[str]:
-    present = [m for m in OPTIONAL_MODULES if importlib.util.find_spec(m) is not None]
-    others = [m for m in _public_modules()
-              if m not in OPTIONAL_MODULES and m not in CORE_MODULES and m not in SKIPPED_MODULES]
-    return present + others
+def _grouped() -> set[str]:
+    return {m for group in API_GROUPS.values() for m in group}
 
 
-def optional_api() -> str:
-    modules = _optional_modules()
+def api_group_modules(group: str) -> list[str]:
+    """The modules of ``group`` that import here, in order (the last group takes the strays)."""
+    present = [m for m in API_GROUPS[group] if importlib.util.find_spec(m) is not None]
+    if group == list(API_GROUPS)[-1]:
+        known = _grouped() | set(REFERENCE_MODULES) | SKIPPED_MODULES
+        present += [m for m in _public_modules() if m not in known]
+    return present
+
+
+def _api_modules() -> list[str]:
+    return [m for group in API_GROUPS for m in api_group_modules(group)]
+
+
+def api_group(group: str) -> str:
+    """The API of the modules of ``group``: each one's public members, as ``__all__`` names them."""
+    modules = api_group_modules(group)
     if not modules:
-        return "No further modules yet.\n"
+        return f"Not installed where this site was built: {', '.join(f'`{m}`' for m in API_GROUPS[group])}.\n"
     out = []
     for m in modules:
         out.append(f"### `{m}`\n")
-        if m in OPTIONAL_MODULES:
-            out.append(OPTIONAL_MODULES[m] + "\n")
+        if m in API_GROUPS[group]:
+            out.append(API_GROUPS[group][m] + "\n")
         out.append(f"```{{eval-rst}}\n.. automodule:: {m}\n   :members:\n```\n")
     return "\n".join(out)
 
@@ -445,11 +465,6 @@ def implementations(label: str) -> list[Citation]:
     return inner or cites
 
 
-#: Modules the API page documents in full, internals included.
-FULL_MODULES = ("probcon_ref.special", "probcon_ref.loss", "probcon_ref.cupy", "probcon_ref._inputs",
-                "probcon_ref._arrays")
-
-
 def _package_name(c: Citation) -> str | None:
     """``probcon_ref.X`` when the cited object is the package's own export ``X``."""
     import probcon_ref
@@ -468,9 +483,9 @@ def is_documented(c: Citation) -> bool:
     """Whether the API page has an entry for the cited object (so a link to it resolves)."""
     if _package_name(c):
         return True
-    if c.module in FULL_MODULES:
+    if c.module in REFERENCE_MODULES:
         return True
-    if c.module in _optional_modules():
+    if c.module in _api_modules():
         try:
             obj = _resolve(c)
         except AttributeError:
@@ -548,7 +563,7 @@ GENERATORS = {
     "tolerances_table": tolerances_table,
     "spec_tolerances_table": spec_tolerances_table,
     "regimes_table": regimes_table,
-    "optional_api": optional_api,
+    "api_group": api_group,
     "cli_help": cli_help,
     "equation_index": equation_index,
 }
