@@ -1,16 +1,22 @@
-"""Special functions of the vMF distribution, in pure array-API operations (SPEC section 5).
+"""Special functions of the vMF distribution, in pure array-API operations (the contract, section 5).
 
 The order ``nu`` is a Python scalar (it comes from the embedding dimension); the argument
 ``x`` is an array of any shape, from any array-API library, on any device, and no SciPy call
 is made. The file follows the docs page *special functions*: the power series
 :eq:`eq-bessel-series` (order ``nu < n0``, ``x <= x_s``), Debye's uniform expansion
 :eq:`eq-debye` (order ``nu >= n0``, any ``x``; the ratio is the exact derivative of the same
-truncated sum :eq:`eq-debye-ratio`), the recurrence from order ``nu + m >= n0`` down to
-``nu`` for ``x > x_s`` :eq:`eq-ratio-recurrence`, the choice of a branch (with ``where`` on
-clamped inputs, so a discarded branch never makes inf or NaN), the normaliser, the inverse
-of the ratio, and last the public functions, which check their arguments
+truncated sum :eq:`eq-debye-ratio`), the recurrence from the order
+``n1 = nu + ceil(n0 - nu) >= n0`` down to ``nu`` for ``x > x_s`` :eq:`eq-ratio-recurrence`,
+the choice of a branch (with ``where`` on clamped inputs, so a discarded branch never makes
+inf or NaN), the normaliser, the inverse of the ratio, and last the public functions, which
+check their arguments
 (:mod:`probcon_ref._inputs`). The exact numbers the methods need are the host-side tables
 of :mod:`probcon_ref.tables`.
+
+The docstrings use the page's notation: ``q = sqrt(n^2 + x^2)`` and ``y = n / q`` (the code's
+``s`` and ``t``), Debye's sum ``U(y) = sum_{k<K} u_k(y) / n^k``, the power series
+``Phi_nu(x) = sum_k (x^2/4)^k / (k! (nu+1)_k)``, ``Lambda_nu(x) = log I_nu(x) - nu log x``,
+and the ratio ``R_k(x) = I_{k+1}(x) / I_k(x)`` at order ``k``.
 """
 
 from __future__ import annotations
@@ -38,12 +44,12 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 
 def _plan(xp, dtype) -> Plan:
-    """The plan (:func:`probcon_ref.tables.plan_for_eps`) of the working dtype ``dtype``."""
+    """The plan (:func:`probcon_ref.tables.plan_for_eps`) of the working dtype ``dtype`` (no equation: a lookup)."""
     return plan_for_eps(float(xp.finfo(dtype).eps))
 
 
 def _horner(xp, coeffs, t):
-    """``sum_j coeffs[j] t^j`` by Horner's rule."""
+    """``sum_j coeffs[j] t^j`` by Horner's rule (no equation: arithmetic shared by the expansions)."""
     acc = xp.zeros_like(t) + coeffs[-1]
     for c in reversed(coeffs[:-1]):
         acc = acc * t + c
@@ -56,7 +62,10 @@ def _horner(xp, coeffs, t):
 
 
 def _series_sums(xp, nu: float, x, terms: int):
-    """``sum_k (x^2/4)^k / (k! (nu+1)_k)`` for orders ``nu`` and ``nu+1`` :eq:`eq-bessel-series`."""
+    """``Phi_nu(x)`` and ``Phi_{nu+1}(x)`` :eq:`eq-bessel-series`.
+
+    ``Phi_nu(x) = sum_k (x^2/4)^k / (k! (nu+1)_k)``, summed over ``k = 0 .. terms``.
+    """
     q = 0.25 * x * x
     term0 = xp.ones_like(x)
     term1 = xp.ones_like(x)
@@ -71,7 +80,10 @@ def _series_sums(xp, nu: float, x, terms: int):
 
 
 def _series_ratio(xp, nu: float, x, terms: int):
-    """I_{nu+1}(x) / I_nu(x) from the power series :eq:`eq-bessel-series`."""
+    """I_{nu+1}(x) / I_nu(x) from the power series :eq:`eq-series-quantities`.
+
+    ``I_{nu+1}(x) / I_nu(x) = x Phi_{nu+1}(x) / (2 (nu+1) Phi_nu(x))``.
+    """
     sum0, sum1 = _series_sums(xp, nu, x, terms)
     return (0.5 / (nu + 1)) * x * sum1 / sum0
 
@@ -82,9 +94,10 @@ def _series_ratio(xp, nu: float, x, terms: int):
 
 
 def _debye_pieces(xp, n: float, x, terms: int, *, derivative: bool = False):
-    """``s = sqrt(n^2 + x^2)``, ``log S(t)`` or ``S'(t)/S(t)`` at ``t = n/s`` :eq:`eq-debye`.
+    """``q = sqrt(n^2 + x^2)`` and ``log U(y)``, or ``U'(y)/U(y)``, at ``y = n/q`` :eq:`eq-debye`.
 
-    Returns ``(s, log S)`` or, with ``derivative``, ``(s, S'/S)``.
+    Returns ``(q, log U)`` or, with ``derivative``, ``(q, U'/U)``; the code calls ``q`` and ``y``
+    ``s`` and ``t``.
     """
     s = xp.hypot(xp.zeros_like(x) + n, x)
     t = n / s
@@ -98,8 +111,8 @@ def _debye_pieces(xp, n: float, x, terms: int, *, derivative: bool = False):
 def _debye_log_ive(xp, n: float, x, terms: int):
     """``log I_n(x) - x`` by Debye's expansion :eq:`eq-debye` (order ``n >= n0``, ``x > 0``).
 
-    With ``e = n / (s + x)``, the exponential part ``s - x`` is ``n e`` and
-    ``n log(x / (n + s)) = -n log1p((n + n e) / x)``: nothing of size ``x`` or ``n log x``
+    With ``e = n / (q + x)``, the exponential part ``q - x`` is ``n e`` and
+    ``n log(x / (n + q)) = -n log1p((n + n e) / x)``: nothing of size ``x`` or ``n log x``
     cancels, and the result keeps the digits of its own size however large ``x`` is.
     """
     s, log_sum = _debye_pieces(xp, n, x, terms)
@@ -121,7 +134,7 @@ def _debye_log_iv_scaled(xp, n: float, x, terms: int):
 def _debye_ratio(xp, n: float, x, terms: int):
     """I_{n+1}(x) / I_n(x) as the derivative of Debye's expansion :eq:`eq-debye-ratio`.
 
-    ``d/dx log I_n(x) - n/x = x [1/(n+s) - 1/(2 s^2) - (n/s^3) S'(t)/S(t)]``.
+    ``d/dx log I_n(x) - n/x = x [1/(n+q) - 1/(2 q^2) - (n/q^3) U'(y)/U(y)]``.
     """
     s, dlog_s = _debye_pieces(xp, n, x, terms, derivative=True)
     inv_s = 1 / s
@@ -134,10 +147,12 @@ def _debye_ratio(xp, n: float, x, terms: int):
 
 
 def _recurrence_down(xp, nu: float, x, plan: Plan):
-    """Ratios and log I from order ``nu + m >= n0`` down to ``nu`` :eq:`eq-ratio-recurrence`.
+    """Ratios and log I from the order ``n1 = nu + ceil(n0 - nu) >= n0`` down to ``nu`` :eq:`eq-ratio-recurrence`.
 
-    ``r_{k-1} = x / (2k + x r_k)`` and ``I_{k-1}/I_k = 2k/x + r_k``; returns
-    ``(log I_nu(x) - x, r_nu(x))`` for ``x > 0``, the first free of terms of size ``x``.
+    ``R_{k-1} = x / (2k + x R_k)`` and ``I_{k-1}/I_k = 2k/x + R_k`` for ``k = n1, ..., nu + 1``
+    (the code's ``top`` is ``n1``, ``m = n1 - nu`` the number of steps, ``ratio`` the current
+    ``R_k``); returns ``(log I_nu(x) - x, R_nu(x))`` for ``x > 0``, the first free of terms of
+    size ``x``.
     """
     m = math.ceil(plan.debye_min_order - nu)
     top = nu + m
@@ -157,6 +172,8 @@ def _recurrence_down(xp, nu: float, x, plan: Plan):
 def _split_at(xp, x, xs: float):
     """``x`` clamped to ``[0, xs]`` and to ``[xs, inf)`` for the two sides of a branch at ``xs``.
 
+    No equation: plumbing.
+
     Written with ``where`` rather than ``minimum``/``maximum``: at ``x == xs`` those split the
     derivative between their arguments, so autograd through the selected branch would get
     half of it. Here the branch that ``where`` selects sees ``x`` itself.
@@ -168,8 +185,8 @@ def _split_at(xp, x, xs: float):
 class SmallOrderPieces(NamedTuple):
     """Both sides of the branch at ``x_s`` for an order below Debye's range (``nu < n0``).
 
-    ``series_log`` is ``L(x) - L(0) = log`` of the power series :eq:`eq-bessel-series` at
-    ``min(x, x_s)``, with ``L(x) = log I_nu(x) - nu log x``; ``recurrence_log_ive`` is
+    ``series_log`` is ``Lambda_nu(x) - Lambda_nu(0) = log Phi_nu(x)``, the log of the power
+    series :eq:`eq-bessel-series` at ``min(x, x_s)``; ``recurrence_log_ive`` is
     ``log I_nu(x) - x`` at ``large = max(x, x_s)`` from the recurrence
     :eq:`eq-ratio-recurrence`; ``use_series`` says which side holds. Each quantity below
     is formed from these once, in its own terms.
@@ -182,7 +199,10 @@ class SmallOrderPieces(NamedTuple):
 
 
 def _small_order_pieces(xp, nu: float, x, plan: Plan) -> SmallOrderPieces:
-    """The two sides of the branch for ``nu < n0`` (working dtype, validated ``x > 0`` or ``x >= 0``)."""
+    """The two sides of the branch for ``nu < n0`` (working dtype, validated ``x > 0`` or ``x >= 0``).
+
+    No equation of its own: it evaluates :class:`SmallOrderPieces`.
+    """
     small, large = _split_at(xp, x, plan.series_max_x)
     log_ive_large, _ = _recurrence_down(xp, nu, large, plan)
     series_log = xp.log(_series_sums(xp, nu, small, plan.series_terms)[0])
@@ -190,7 +210,11 @@ def _small_order_pieces(xp, nu: float, x, plan: Plan) -> SmallOrderPieces:
 
 
 def _log_iv_scaled(xp, nu: float, x):
-    """``L(x) = log I_nu(x) - nu log x``, finite and exact at ``x = 0`` (working dtype, validated x)."""
+    """``Lambda_nu(x) = log I_nu(x) - nu log x``, finite and exact at ``x = 0`` (working dtype, validated x).
+
+    Debye's expansion in its range; below, ``log Phi_nu(x) - nu log 2 - lgamma(nu + 1)`` up to
+    ``x_s`` :eq:`eq-series-quantities` and the recurrence beyond.
+    """
     plan = _plan(xp, x.dtype)
     if nu >= plan.debye_min_order:
         return _debye_log_iv_scaled(xp, nu, x, plan.debye_terms)
@@ -200,7 +224,10 @@ def _log_iv_scaled(xp, nu: float, x):
 
 
 def _log_iv_positive(xp, nu: float, x):
-    """``log I_nu(x)`` for ``x > 0`` (working dtype): Debye, or the series and the recurrence."""
+    """``log I_nu(x)`` for ``x > 0`` (working dtype): Debye, or the series and the recurrence.
+
+    No equation of its own: it chooses the branch (see :func:`log_iv`).
+    """
     plan = _plan(xp, x.dtype)
     if nu >= plan.debye_min_order:
         return _debye_log_iv(xp, nu, x, plan.debye_terms)
@@ -210,7 +237,11 @@ def _log_iv_positive(xp, nu: float, x):
 
 
 def ratio_working(xp, nu: float, x):
-    """I_{nu+1}(x) / I_nu(x) on a validated working-dtype array (all three methods)."""
+    """I_{nu+1}(x) / I_nu(x) on a validated working-dtype array (all three methods).
+
+    No equation of its own: it chooses the branch, Debye's ratio, the series or the recurrence
+    (see :func:`bessel_ratio`).
+    """
     plan = _plan(xp, x.dtype)
     if nu >= plan.debye_min_order:
         return _debye_ratio(xp, nu, x, plan.debye_terms)
@@ -242,12 +273,14 @@ class NormalizerTerms(NamedTuple):
 def _debye_normalizer_terms(xp, n: float, x, terms: int) -> NormalizerTerms:
     """:class:`NormalizerTerms` from Debye's expansion at order ``n >= n0``.
 
-    With ``s = hypot(n, x)``, ``r = x/s``, ``t = n/s`` and ``u = s - n = x r / (1 + t)``, both
-    share ``common = n log1p(u / 2n) + log1p(u / n) / 2 - (log S(t) - log S(1))``:
-    ``shift = common - u`` :eq:`eq-normalizer-shift` and ``peak = common + (x - u)`` with
-    ``x - u = n r (1 + t / (1 + r)) / (1 + t)`` :eq:`eq-normalizer-peak`. Every term is
-    positive or small, so neither form cancels, and nothing overflows below the largest
-    float (``x^2`` is never formed).
+    With ``q = hypot(n, x)``, ``y = n/q`` and ``g = q - n = x (x/q) / (1 + y)`` (the code's
+    ``s``, ``t``, ``u``, with ``r = x/q``), both share
+    ``common = n log1p(g / 2n) + log1p(g / n) / 2 - (log U(y) - log U(1))``:
+    ``shift = common - g`` :eq:`eq-normalizer-shift` and ``peak = common + (x - g)`` with
+    ``x - g = n x (n + q + x) / ((n + q)(q + x))``, evaluated divided through by ``q`` as
+    ``n r (1 + y / (1 + r)) / (1 + y)`` :eq:`eq-normalizer-peak`. Every term is positive or
+    small, so neither form cancels, and nothing overflows below the largest float (``x^2`` is
+    never formed).
     """
     s, log_sum = _debye_pieces(xp, n, x, terms)
     r = x / s
@@ -261,11 +294,12 @@ def _debye_normalizer_terms(xp, n: float, x, terms: int) -> NormalizerTerms:
 def _normalizer_terms(xp, nu: float, x) -> NormalizerTerms:
     """:class:`NormalizerTerms` at order ``nu`` (working dtype, validated x).
 
-    Orders in Debye's range: :func:`_debye_normalizer_terms`. Below, with
-    ``L(x) = log I_nu(x) - nu log x``: up to ``x_s``, ``shift = -log`` of the power series and
-    ``peak = x + shift`` (both below ``x_s`` in size); beyond, from the recurrence's
-    ``log I_nu(x) - x``, ``peak = nu log x + L(0) - (log I_nu(x) - x)``, terms of size
-    ``nu log x`` at most, and ``shift = peak - x``.
+    No equation of its own: it chooses the branch. Orders in Debye's range:
+    :func:`_debye_normalizer_terms`. Below, with ``Lambda_nu(x) = log I_nu(x) - nu log x``: up
+    to ``x_s``, ``shift = -log Phi_nu(x)`` (the power series) and ``peak = x + shift`` (both
+    below ``x_s`` in size); beyond, from the recurrence's ``log I_nu(x) - x``,
+    ``peak = nu log x + Lambda_nu(0) - (log I_nu(x) - x)``, terms of size ``nu log x`` at
+    most, and ``shift = peak - x``.
     """
     plan = _plan(xp, x.dtype)
     if nu >= plan.debye_min_order:
@@ -308,9 +342,10 @@ def log_vmf_normalizer_terms_working(xp, d: int, kappa) -> NormalizerTerms:
 
 
 def normalizer_near_zero(xp, d: int, kappa, anchor):
-    """``log C_d(k) = log C_d(k0) - int_{k0}^{k} A_d(t) dt`` near the zero ``k0`` :eq:`eq-normalizer-anchor`.
+    """``log C_d(k) = log C_d(k_ref) - int_{k_ref}^{k} A_d(xi) dxi`` near its zero :eq:`eq-normalizer-anchor`.
 
-    ``log C_d(k0)`` is known to 50 digits (:func:`probcon_ref.tables.normalizer_anchor`) and the integral, whose
+    ``log C_d(k_ref)`` at the reference point ``k_ref`` (the code's ``k0``) is known to 50
+    digits (:func:`probcon_ref.tables.normalizer_anchor`) and the integral, whose
     size is about ``|log C_d(k)|`` itself, by Gauss-Legendre quadrature: the error is relative
     to the value, not to the large terms that cancel in the direct formula.
     """
@@ -350,11 +385,13 @@ def ratio_bracket(xp, nu: float, r):
 
 
 def _ratio_slope(xp, nu: float, x, a, switch: float):
-    """``A'(x)``: ``1 - A^2 - (2 nu + 1) A / x`` below ``switch``, the slope of ``G_{nu+1/2, nu+1/2}`` above.
+    """``R_nu'(x)``: ``1 - R^2 - (2 nu + 1) R / x`` below ``switch``, the slope of ``G_{nu+1/2, nu+1/2}`` above.
 
-    The first form cancels to ``O(1 / x^2)`` for large ``x`` and loses its digits there; the
-    second, ``(c + c^2 / q) / (c + q)^2`` with ``c = nu + 1/2`` and ``q = sqrt(x^2 + c^2)``, has
-    the same leading behaviour ``c / x^2`` and nothing that cancels :eq:`eq-ratio-derivative`.
+    ``R`` is the ratio at ``x`` (the code's ``a``). The first form cancels to ``O(1 / x^2)`` for
+    large ``x`` and loses its digits there; the second,
+    ``(alpha + alpha^2 / sqrt(x^2 + alpha^2)) / (alpha + sqrt(x^2 + alpha^2))^2`` with
+    ``alpha = nu + 1/2`` (the code's ``c``, and ``q`` for the square root), has the same leading
+    behaviour ``alpha / x^2`` and nothing that cancels :eq:`eq-ratio-derivative`.
     """
     c = nu + 0.5
     exact = 1 - a * a - (2 * nu + 1) * a / x
@@ -364,10 +401,10 @@ def _ratio_slope(xp, nu: float, x, a, switch: float):
 
 
 def inverse_ratio_working(xp, nu: float, rho, iterations: int | None = None):
-    """The ``x >= 0`` with ``A(x) = rho`` on a validated working-dtype array (see :func:`inverse_bessel_ratio`).
+    """The ``x >= 0`` with ``R_nu(x) = rho`` on a validated working-dtype array (see :func:`inverse_bessel_ratio`).
 
-    Newton steps on ``A(x) = rho`` inside the bracket of :func:`ratio_bracket`
-    :eq:`eq-ratio-bounds` from the start :eq:`eq-banerjee`, with the slope of
+    Newton steps on ``R_nu(x) = rho`` inside the bracket of :func:`ratio_bracket`
+    :eq:`eq-ratio-bounds` from the start ``x0`` :eq:`eq-banerjee`, with the slope of
     :func:`_ratio_slope` :eq:`eq-ratio-derivative`; the inverted series for small ``rho``.
     """
     eps = float(xp.finfo(rho.dtype).eps)
@@ -375,7 +412,7 @@ def inverse_ratio_working(xp, nu: float, rho, iterations: int | None = None):
         iterations = 12 if eps < 1e-10 else 8
     r = xp.where(rho > 0, rho, _arrays.const(xp, 0.5, rho))  # rho = 0 takes the series below
     lo, hi = ratio_bracket(xp, nu, r)
-    lo, hi = lo * (1 - 4 * eps), hi * (1 + 4 * eps)  # room for the rounding of A and of the bounds
+    lo, hi = lo * (1 - 4 * eps), hi * (1 + 4 * eps)  # room for the rounding of R_nu and of the bounds
     x = xp.minimum(xp.maximum(r * (2 * nu + 2 - r * r) / ((1 - r) * (1 + r)), lo), hi)
     # Above this x the exact slope keeps fewer than 2 digits (its rounding is eps x^2 / (nu + 1/2)).
     switch = math.sqrt(1e-2 * (nu + 0.5) / eps)
@@ -389,8 +426,8 @@ def inverse_ratio_working(xp, nu: float, rho, iterations: int | None = None):
         inside = (newton > lo) & (newton < hi)
         x = xp.where(inside, newton, xp.sqrt(lo) * xp.sqrt(hi))
     # Small rho: the inverted power series, x = 2 (nu + 1) rho (1 + (nu + 1) rho^2 / (nu + 2)) + O(rho^5),
-    # exact to rounding below eps^(1/4) / 4, and free of the rounding that A suffers for
-    # subnormal x, which Newton's step would amplify by 1/A' = 2 (nu + 1).
+    # exact to rounding below eps^(1/4) / 4, and free of the rounding that R_nu suffers for
+    # subnormal x, which Newton's step would amplify by 1/R_nu' = 2 (nu + 1).
     series = (2 * nu + 2) * rho * (1 + (nu + 1) / (nu + 2) * rho * rho)
     return xp.where(rho < eps**0.25 / 4, series, x)
 
@@ -492,14 +529,15 @@ def inverse_bessel_ratio(nu, rho, *, iterations: int | None = None):
     """The ``x >= 0`` with ``bessel_ratio(nu, x) = rho``, for ``0 <= rho < 1`` :eq:`eq-optimal-kappa`.
 
     With ``nu = d/2 - 1`` this is the optimal confidence ``A_d^{-1}(c)`` of a positive pair
-    whose views have cosine ``c``. The root lies in the bracket of :func:`ratio_bracket`
+    whose views have cosine ``c``; ``R_nu(x)`` below is ``bessel_ratio(nu, x)``. The root lies in
+    the bracket of :func:`ratio_bracket`
     :eq:`eq-ratio-bounds`; the iteration starts from the approximation of Banerjee et al.
     (2005), ``x0 = rho (2 nu + 2 - rho^2) / (1 - rho^2)`` :eq:`eq-banerjee`, clamped into the
-    bracket, and takes Newton steps on ``A(x) = rho`` with the slope of :func:`_ratio_slope`
+    bracket, and takes Newton steps on ``R_nu(x) = rho`` with the slope of :func:`_ratio_slope`
     :eq:`eq-ratio-derivative`. Each step shrinks the bracket to the side where the root
     lies; a step that would leave it is replaced by the bracket's geometric mean. So every
     iterate stays in ``[lo, hi]``, which is finite for every ``rho < 1`` (``rho`` within an ulp
-    of 1 and subnormal ``rho`` included), and the result is as accurate as ``A`` allows:
+    of 1 and subnormal ``rho`` included), and the result is as accurate as the ratio allows:
     near ``rho = 1`` a change of one ulp in ``rho`` moves the answer by a relative
     ``eps / (1 - rho)``, and so does the answer's error.
 

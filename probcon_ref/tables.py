@@ -1,11 +1,11 @@
-"""The host-side exact tables of the special functions (SPEC section 5).
+"""The host-side exact tables of the special functions (the contract, section 5).
 
 Everything here is computed once, in Python on the host, exactly (rationals, ``decimal`` at
 50 digits) or to the last bit, and cached: Debye's polynomials and the coefficients of their
 sum at one order, the per-precision plan (where each method of :mod:`probcon_ref.special`
-is used and with how many terms), the Gauss-Legendre rule, and the 50-digit anchors of the
-normaliser near its zero. :mod:`probcon_ref.special` turns these numbers into array
-operations; nothing here touches an array.
+is used and with how many terms), the Gauss-Legendre rule, and the 50-digit reference
+points of the normaliser near its zero (:func:`normalizer_anchor`). :mod:`probcon_ref.special`
+turns these numbers into array operations; nothing here touches an array.
 """
 
 from __future__ import annotations
@@ -32,18 +32,18 @@ _LOG_2PI = math.log(2.0 * math.pi)
 def debye_polynomials(count: int) -> tuple[tuple[Fraction, ...], ...]:
     """Exact coefficients of Debye's polynomials ``u_0 .. u_{count-1}`` :eq:`eq-debye-poly`.
 
-    ``u_0 = 1`` and ``u_{k+1}(t) = t^2 (1 - t^2) u_k'(t) / 2 + (1/8) int_0^t (1 - 5 s^2) u_k(s) ds``.
-    Entry ``j`` of each tuple is the coefficient of ``t^j``.
+    ``u_0 = 1`` and ``u_{k+1}(y) = y^2 (1 - y^2) u_k'(y) / 2 + (1/8) int_0^y (1 - 5 xi^2) u_k(xi) dxi``.
+    Entry ``j`` of each tuple is the coefficient of ``y^j``.
     """
     polys = [(Fraction(1),)]
     while len(polys) < count:
         u = polys[-1]
         nxt = [Fraction(0)] * (len(u) + 3)
         for j, c in enumerate(u):
-            if j:  # t^2 (1 - t^2) / 2 * j c t^(j-1)
+            if j:  # y^2 (1 - y^2) / 2 * j c y^(j-1)
                 nxt[j + 1] += Fraction(j) * c / 2
                 nxt[j + 3] -= Fraction(j) * c / 2
-            # (1/8) * integral of (1 - 5 s^2) c s^j
+            # (1/8) * integral of (1 - 5 xi^2) c xi^j
             nxt[j + 1] += c / (8 * (j + 1))
             nxt[j + 3] -= 5 * c / (8 * (j + 3))
         while nxt and nxt[-1] == 0:
@@ -54,7 +54,7 @@ def debye_polynomials(count: int) -> tuple[tuple[Fraction, ...], ...]:
 
 @lru_cache(maxsize=None)
 def _debye_polynomial_bound(k: int) -> float:
-    """``max_{0<=t<=1} |u_k(t)|``, sampled at 401 points (used to pick the number of terms)."""
+    """``max_{0<=y<=1} |u_k(y)|``, sampled at 401 points (used to pick the number of terms)."""
     coeffs = [float(c) for c in reversed(debye_polynomials(k + 1)[k])]
     best = 0.0
     for i in range(401):
@@ -67,11 +67,11 @@ def _debye_polynomial_bound(k: int) -> float:
 
 @dataclass(frozen=True)
 class Plan:
-    """Where each method is used, for one floating-point precision.
+    """Where each method is used, for one floating-point precision (no equation: a container).
 
-    ``debye_min_order`` is ``n0``; ``debye_terms`` the number of terms of the Debye sum at
+    ``debye_min_order`` is ``n0``; ``debye_terms`` the number ``K`` of terms of the Debye sum at
     order ``n0`` (higher orders need no more); ``series_max_x`` is ``x_s`` and
-    ``series_terms`` the number of power-series terms that reach ``x_s``.
+    ``series_terms`` the index ``J`` of the last power-series term summed (terms ``0 .. J``).
     """
 
     debye_min_order: float
@@ -84,9 +84,15 @@ class Plan:
 def plan_for_eps(eps: float) -> Plan:
     """Choose ``n0``, the Debye terms, ``x_s`` and the series terms from machine epsilon.
 
-    A truncated asymptotic sum errs by about its first omitted term, ``max|u_K| / n0^K``;
-    the power series at ``x_s`` errs by its first omitted term relative to its sum. Both
-    are pushed below ``eps / 16``.
+    No equation: it sets the parameters of Debye's expansion and of the power series (the
+    special-functions page, *Parameters*).
+
+    Debye's sum keeps ``u_0 .. u_{K-1}`` with ``K`` the smallest count whose first omitted
+    term ``max|u_K| / n0^K`` is below ``eps / 16`` (a rule of thumb; the docs page bounds the
+    remainder rigorously, in terms of the total variation of ``u_K``). The power series sums
+    the terms ``k = 0 .. J``, ``J`` the first index whose term at order 0 and ``x_s``,
+    ``(x_s / 2)^(2J) / (J!)^2``, is below ``eps / 16``: an absolute threshold, which bounds the
+    relative error too, since the sum is at least 1 and higher orders have smaller terms.
     """
     n0 = 30.0 if eps < 1e-10 else 10.0
     x_s = n0 / 2
@@ -104,13 +110,19 @@ def plan_for_eps(eps: float) -> Plan:
 
 
 def debye_plan_for(nu: float, dtype_eps: float) -> int | None:
-    """Number of Debye terms when order ``nu`` is in Debye's range for this precision, else ``None``."""
+    """Number of Debye terms when order ``nu`` is in Debye's range for this precision, else ``None``.
+
+    No equation: a lookup in the plan.
+    """
     plan = plan_for_eps(dtype_eps)
     return plan.debye_terms if nu >= plan.debye_min_order else None
 
 
 class DebyeCoefficients(NamedTuple):
-    """What Debye's expansion at one order needs, as floats: ``S(t)``, ``S'(t)``, ``log S(1)``."""
+    """What Debye's expansion at one order needs, as floats: ``U(y)``, ``U'(y)``, ``log U(1)``.
+
+    No equation: a container (see :func:`debye_coefficients`).
+    """
 
     sum: tuple
     derivative: tuple
@@ -119,9 +131,9 @@ class DebyeCoefficients(NamedTuple):
 
 @lru_cache(maxsize=None)
 def debye_coefficients(n: float, terms: int) -> DebyeCoefficients:
-    """Coefficients in ``t`` of ``S(t) = sum_k u_k(t) / n^k`` and of ``S'(t)``, and ``log S(1)`` :eq:`eq-debye`.
+    """Coefficients in ``y`` of ``U(y) = sum_k u_k(y) / n^k`` and of ``U'(y)``, and ``log U(1)`` :eq:`eq-debye`.
 
-    Summed exactly in rationals for this order ``n``, then rounded once; ``log S(1)`` sums the
+    Summed exactly in rationals for this order ``n``, then rounded once; ``log U(1)`` sums the
     rounded coefficients in the order of Horner's rule at ``t = 1``, as the array code does,
     so that the normaliser's shift is exactly 0 at ``kappa = 0`` in float64.
     """
@@ -146,7 +158,7 @@ def debye_coefficients(n: float, terms: int) -> DebyeCoefficients:
 
 
 def log_iv_scaled_at_zero(nu: float) -> float:
-    """``lim_{x->0} log I_nu(x) - nu log x = -nu log 2 - lgamma(nu + 1)``."""
+    """``Lambda_nu(0) = lim_{x->0} log I_nu(x) - nu log x = -nu log 2 - lgamma(nu + 1)`` :eq:`eq-series-quantities`."""
     return -(nu * math.log(2.0) + math.lgamma(nu + 1.0))
 
 
@@ -156,7 +168,10 @@ QUADRATURE_NODES = 12
 
 @lru_cache(maxsize=None)
 def gauss_legendre(m: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Nodes and weights of the ``m``-point Gauss-Legendre rule on [-1, 1] (Newton on P_m)."""
+    """Nodes and weights of the ``m``-point Gauss-Legendre rule on [-1, 1] (Newton on P_m).
+
+    The quadrature of :eq:`eq-normalizer-anchor`.
+    """
     nodes, weights = [], []
     for i in range(1, m + 1):
         x = math.cos(math.pi * (i - 0.25) / (m + 0.5))
@@ -178,13 +193,16 @@ def gauss_legendre(m: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
 def normalizer_anchor(d: int, eps: float = 2.0**-52):
     """``(k0, log C_d(k0), half_width)`` with ``log C_d(k0)`` close to 0, or ``None``.
 
+    ``k0`` is the reference point ``kappa_ref`` of the docs page.
+
     ``log C_d`` falls from ``log C_d(0) = lgamma(d/2) - log 2 - (d/2) log pi`` (positive for
     ``d >= 19``) towards ``-inf``, crossing zero once. ``k0`` is a float64 near that crossing,
     found on the leading term of Debye's expansion and rounded to the working precision
     (``eps``) so that ``k - k0`` is exact; ``log C_d(k0)`` is then evaluated with
     Python's ``decimal`` at 50 digits from the power series, whose terms are all positive.
     The window ``|k - k0| <= half_width`` covers the arguments where the direct formula
-    would miss the accuracy target (SPEC section 5).
+    would miss the accuracy target (the contract, section 5); the value near the zero then
+    comes from :eq:`eq-normalizer-anchor`.
     """
     nu = d / 2 - 1
     if _log_normalizer_at_zero(d) <= 0:
