@@ -18,19 +18,19 @@ __all__ = ["negative_weight_scale", "positive_weights", "GradientSums", "block_g
 
 
 def negative_weight_scale(xp, denominator, w_rows):
-    """Row factor ``w_a / z_a`` of the negatives' weights ``W_ab = w_a P_ab = (w_a / z_a) e[a, b]``.
+    """Row factor ``w_a / D_a`` of the negatives' weights ``W_ab = w_a P_ab = (w_a / D_a) e[a, b]``.
 
     Implements :eq:`eq-softmax` and :eq:`eq-residual` for ``b not in {a, p(a)}`` (``W_aa = 0``;
-    the positive's entry is :func:`positive_weights`); ``z_a`` is the softmax denominator in
-    the shifted units of ``e`` (:class:`probcon_ref.loss.AnchorTerms`). The factor is shared by
-    a whole row, so it scales the (rows x d) products of the gradient instead of the
-    (rows x 2N) matrix.
+    the positive's entry is :func:`positive_weights`); ``D_a = exp(-m_a) + s_a`` is the softmax
+    denominator in the shifted units of ``e`` (``denominator`` of
+    :class:`probcon_ref.loss.AnchorTerms`). The factor is shared by a whole row, so it scales
+    the (rows x d) products of the gradient instead of the (rows x 2N) matrix.
     """
     return w_rows / denominator
 
 
 def positive_weights(xp, negatives_sum, denominator, w_rows):
-    """``W_{a,p(a)} = -w_a sum_{b not in {a,p(a)}} P_ab = -w_a s_a / z_a`` :eq:`eq-residual-positive`.
+    """``W_{a,p(a)} = -w_a sum_{b not in {a,p(a)}} P_ab = -w_a s_a / D_a`` :eq:`eq-residual-positive`.
 
     Never ``w_a (P_{a,p(a)} - 1)``, which cancels when the positive is confidently matched.
     """
