@@ -9,7 +9,7 @@ r = docs_data.ntxent_limit()
 fig, (left, right) = plt.subplots(1, 2, figsize=(9.0, 3.4))
 
 left.loglog(r["spreads"], r["gaps"], "o-", ms=3)
-left.set_xlabel(r"spread $s$: $\kappa_b = e^{s g_b} / \tau$, $g_b \sim \mathcal{N}(0, 1)$")
+left.set_xlabel(r"spread $\eta$: $\kappa_b = e^{\eta g_b} / \tau$, $g_b \sim \mathcal{N}(0, 1)$")
 left.set_ylabel("|PCL - NT-Xent| / NT-Xent")
 left.set_title(rf"confidences around $1/\tau$, $\tau = {r['temperature']:g}$")
 
