@@ -25,7 +25,11 @@ __all__ = ["PCLGrads", "NTXentGrads", "Concentrations", "pcl_concentrations", "n
 
 
 class PCLGrads(NamedTuple):
-    """Gradients of the reduced PCL with respect to each input, in that input's dtype."""
+    """Gradients of the reduced PCL with respect to each input, in that input's dtype.
+
+    Fields ``z1``, ``z2`` (N x d) and ``kappa1``, ``kappa2`` (N). No equation: a container
+    of what :eq:`eq-grad-z` and :eq:`eq-grad-kappa` give for each input.
+    """
 
     z1: object
     z2: object
@@ -34,7 +38,10 @@ class PCLGrads(NamedTuple):
 
 
 class NTXentGrads(NamedTuple):
-    """Gradients of the reduced NT-Xent loss with respect to each view."""
+    """Gradients of the reduced NT-Xent loss with respect to each view.
+
+    Fields ``z1``, ``z2`` (N x d). No equation: a container of what :eq:`eq-grad-z` gives.
+    """
 
     z1: object
     z2: object
@@ -174,7 +181,7 @@ def split_directions(xp, mu) -> SplitDirections:
 
 
 def rows_of(split: SplitDirections, r0: int, r1: int) -> SplitDirections:
-    """The anchors ``r0 .. r1 - 1`` of a :class:`SplitDirections`."""
+    """The anchors ``r0 .. r1 - 1`` of a :class:`SplitDirections` (no equation: slicing)."""
     return SplitDirections(*(part[r0:r1, ...] for part in split))
 
 
@@ -209,7 +216,7 @@ def excluded_candidates(xp, rows: int, cols: int, self_col: int, pos_col: int, l
 
 
 def logit_gaps(xp, logits_rows, pos_logit, excluded):
-    """``delta_ab = F_ab - F_{a,p(a)}`` over the negatives ``b not in {a, p(a)}`` :eq:`eq-loss-stable`.
+    """``delta_ab = F_ab - F_{a,p(a)}`` over the negatives ``b not in {a, p(a)}`` :eq:`eq-delta`.
 
     The anchor itself and its positive are set to ``-inf``: the anchor is never its own
     candidate :eq:`eq-loss`, and the positive's gap is exactly 0 by definition, so it is
@@ -220,7 +227,7 @@ def logit_gaps(xp, logits_rows, pos_logit, excluded):
 
 
 class AnchorTerms(NamedTuple):
-    """Per-anchor quantities of the shifted softmax :eq:`eq-loss-stable`.
+    """Per-anchor quantities of the shifted softmax :eq:`eq-shifted-sum` :eq:`eq-loss-stable`.
 
     ``m_a = max(0, max_b delta_ab)`` (the positive's gap is 0); ``e[a, b] = exp(delta_ab - m_a)``
     over the negatives; ``s_a = sum_b e[a, b]``; ``denominator_a = exp(-m_a) + s_a``, the
@@ -234,7 +241,7 @@ class AnchorTerms(NamedTuple):
 
 
 def anchor_terms(xp, gaps) -> AnchorTerms:
-    """Shift the gaps by their maximum (and the positive's 0) and exponentiate :eq:`eq-loss-stable`."""
+    """Shift the gaps by their maximum (and the positive's 0) and exponentiate :eq:`eq-shifted-sum`."""
     m = xp.maximum(xp.max(gaps, axis=1), _arrays.const(xp, 0.0, gaps))
     e = xp.exp(gaps - m[:, None])
     s = xp.sum(e, axis=1)
@@ -262,6 +269,7 @@ class ElementwiseSteps:
     This is the reference. On CuPy arrays the public functions pass
     :class:`probcon_ref.cupy.FusedSteps` instead, which does each step in one kernel and
     is tested against this class; the matrix products and the gradient stay common code.
+    No equation of its own: each method cites the one it computes.
     """
 
     def __init__(self, xp):
@@ -277,7 +285,7 @@ class ElementwiseSteps:
 
     def logit_gaps(self, logits_rows, pos_logit, self_col: int, pos_col: int):
         """:func:`logit_gaps` with the anchor itself (column ``self_col + i`` of row ``i``)
-        and its positive (column ``pos_col + i``) excluded :eq:`eq-loss-stable`.
+        and its positive (column ``pos_col + i``) excluded :eq:`eq-delta`.
 
         The fused version computes the gaps in place, in ``logits_rows``.
         """
@@ -287,7 +295,7 @@ class ElementwiseSteps:
         return logit_gaps(xp, logits_rows, pos_logit, excluded)
 
     def anchor_terms(self, gaps) -> AnchorTerms:
-        """:func:`anchor_terms`; the fused version exponentiates in place, in ``gaps``."""
+        """:func:`anchor_terms` :eq:`eq-loss-stable`; the fused version exponentiates in place, in ``gaps``."""
         return anchor_terms(self.xp, gaps)
 
 
@@ -301,7 +309,10 @@ DEFAULT_BLOCK_ELEMENTS = 2**24
 
 
 def check_block_size(block_size) -> int | None:
-    """``None`` or a positive integer of any integer type; ``TypeError``/``ValueError`` otherwise."""
+    """``None`` or a positive integer of any integer type; ``TypeError``/``ValueError`` otherwise.
+
+    No equation: an input rule.
+    """
     if block_size is None:
         return None
     message = "block_size must be a positive integer or None, got {}"
@@ -319,7 +330,8 @@ def row_blocks(candidates: int, block_size: int | None, n: int, matrices: int = 
     """``(start, stop)`` of each block of the ``2n`` anchor rows; no block straddles the two views.
 
     By default a block holds about :data:`DEFAULT_BLOCK_ELEMENTS` entries in each of the
-    ``matrices`` (rows x candidates) arrays that are alive at once.
+    ``matrices`` (rows x candidates) arrays that are alive at once. No equation: the
+    blocks only bound the memory; every equation holds row by row.
     """
     block_size = check_block_size(block_size)
     if block_size is None:
@@ -328,7 +340,11 @@ def row_blocks(candidates: int, block_size: int | None, n: int, matrices: int = 
 
 
 class Pass(NamedTuple):
-    """What one pass over the anchors leaves: per-anchor quantities and the gradient's sums."""
+    """What one pass over the anchors leaves: per-anchor quantities and the gradient's sums.
+
+    No equation: a container (``losses`` are :eq:`eq-loss-stable`'s, ``w_pos``
+    :eq:`eq-residual-positive`'s).
+    """
 
     losses: object  # loss_a per anchor
     pos: object  # p(a) per anchor, local to the anchors
@@ -347,6 +363,8 @@ def contrast_anchors(xp, mu_anchors, first: int, mu, conc: Concentrations, weigh
     ``first + p(a)``. The single-process loss passes the whole batch (``first = 0``); the
     distributed loss passes one process's views against the candidates of all processes.
     ``compensated`` takes the logits from :func:`compensated_block_logits` (float64 only).
+    No equation of its own: the driver that calls, block by block, the functions that cite
+    theirs.
     """
     n = mu_anchors.shape[0] // 2
     pos = positive_index(xp, n, mu)
@@ -390,7 +408,10 @@ def _block_logit_maker(xp, mu_anchors, mu, conc: Concentrations, compensated: bo
 
 def contrast(xp, batch, conc: Concentrations, steps: ElementwiseSteps, *, with_grad: bool, block_size=None):
     """Directions, norms and the :class:`Pass` of every view of a validated batch
-    (:class:`probcon_ref._inputs.Batch`) as an anchor."""
+    (:class:`probcon_ref._inputs.Batch`) as an anchor.
+
+    No equation of its own: :func:`unit_directions`, then :func:`contrast_anchors`.
+    """
     mu, norm = unit_directions(xp, batch.z)
     out = contrast_anchors(xp, mu, 0, mu, conc, batch.weights, steps, with_grad=with_grad, block_size=block_size,
                            compensated=batch.compensated)

@@ -51,13 +51,20 @@ _ENABLED: ContextVar[bool] = ContextVar("probcon_ref_fused", default=True)
 
 
 def kernel_source() -> str:
-    """The CUDA C++ source of the fused kernels (``REAL`` is set when compiling)."""
+    """The CUDA C++ source of the fused kernels (``REAL`` is set when compiling).
+
+    No equation: plumbing; the kernels compute the equations that
+    :class:`probcon_ref.loss.ElementwiseSteps` cites.
+    """
     return resources.files("probcon_ref.cupy").joinpath("fused.cu").read_text(encoding="utf-8")
 
 
 @lru_cache(maxsize=None)
 def kernel_signatures() -> dict[str, tuple[str, ...]]:
-    """The C type of each parameter of each kernel, read from the source (``REAL`` unexpanded)."""
+    """The C type of each parameter of each kernel, read from the source (``REAL`` unexpanded).
+
+    No equation: plumbing, for checking launch arguments.
+    """
     found = re.findall(r'extern "C" __global__ void (\w+)\(([^)]*)\)', kernel_source())
     return {name: tuple(" ".join(p.split()[:-1]) for p in params.split(",")) for name, params in found}
 
@@ -93,6 +100,8 @@ def use_fused_kernels(enabled: bool):
     """Within this block, CuPy arrays take the fused kernels (``True``, the default) or the
     array-API reference (``False``). Other libraries always take the reference.
 
+    No equation: it selects an implementation and computes nothing.
+
     >>> import probcon_ref
     >>> with probcon_ref.use_fused_kernels(False):
     ...     pass  # CuPy arrays here run exactly the code NumPy runs
@@ -119,6 +128,9 @@ class FusedSteps(ElementwiseSteps):
     ``launch(name, real, grid, block, args)`` runs one kernel: CuPy's ``RawModule`` on the
     GPU (:class:`CupyLauncher`), or the host build of the same source in the tests. ``args``
     holds arrays of ``xp`` and NumPy scalars of the kernel's C types.
+
+    No equation of its own: each step computes what the step of
+    :class:`probcon_ref.loss.ElementwiseSteps` it replaces cites.
     """
 
     def __init__(self, xp, launch):
@@ -167,7 +179,7 @@ class FusedSteps(ElementwiseSteps):
         return max(1, min(-(-cols // THREADS), 1024)), min(rows, _MAX_GRID_Y)
 
     def logit_gaps(self, logits_rows, pos_logit, self_col: int, pos_col: int):
-        """The gaps ``delta_ab``, computed in place in ``logits_rows`` :eq:`eq-loss-stable`."""
+        """The gaps ``delta_ab``, computed in place in ``logits_rows`` :eq:`eq-delta`."""
         rows, cols = logits_rows.shape
         self.launch("logit_gaps", self._real(logits_rows), self._row_grid(rows, cols), (THREADS,),
                     (logits_rows, pos_logit, np.int64(rows), np.int64(cols), np.int64(self_col), np.int64(pos_col),

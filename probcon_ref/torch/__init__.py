@@ -125,6 +125,8 @@ class PCLLoss(torch.nn.Module):
 
     ``out0, out1`` are the embeddings of the two views, shape (N, d); ``kappa0, kappa1`` their
     confidences, shape (N,), ``>= 0``. See :func:`pcl_loss`.
+
+    No equation of its own: it calls :func:`pcl_loss`, which cites the loss's equations.
     """
 
     def __init__(self, reduction: str = "mean", block_size: int | None = None):
@@ -140,7 +142,10 @@ class PCLLoss(torch.nn.Module):
 
 
 class NTXentLoss(torch.nn.Module):
-    """NT-Xent as a module: ``criterion(out0, out1)``, default temperature 0.5 (as in lightly)."""
+    """NT-Xent as a module: ``criterion(out0, out1)``, default temperature 0.5 (as in lightly).
+
+    No equation of its own: it calls :func:`ntxent_loss`, which cites the loss's equations.
+    """
 
     def __init__(self, temperature: float = 0.5, reduction: str = "mean", block_size: int | None = None):
         super().__init__()

@@ -333,6 +333,9 @@ def pcl_loss_and_grad(z1, z2, kappa1, kappa2, *, reduction: str = "mean", group=
     Returns ``(loss, PCLGrads)`` like :func:`probcon_ref.pcl_loss_and_grad`; ``reduction``
     is ``"mean"`` (over all 2N anchors of all processes) or ``"sum"``. Every process of the
     group must call it with the same d, dtypes and ``reduction`` (see the module docstring).
+
+    No equation of its own: the loss and gradient of :func:`probcon_ref.pcl_loss_and_grad`
+    over the rows of every process.
     """
     batch, block_size = _agreed(_PCL, group, z1,
                                 lambda: _pcl_inputs(z1, z2, kappa1, kappa2, reduction, block_size))
@@ -342,7 +345,11 @@ def pcl_loss_and_grad(z1, z2, kappa1, kappa2, *, reduction: str = "mean", group=
 
 def ntxent_loss_and_grad(z1, z2, *, temperature: float = 0.5, reduction: str = "mean", group=None,
                          block_size=None):
-    """Global NT-Xent over the group and its gradient with respect to this process's views."""
+    """Global NT-Xent over the group and its gradient with respect to this process's views.
+
+    No equation of its own: the loss and gradient of :func:`probcon_ref.ntxent_loss_and_grad`
+    over the rows of every process.
+    """
     batch, block_size = _agreed(_NTXENT, group, z1,
                                 lambda: _ntxent_inputs(z1, z2, temperature, reduction, block_size))
     loss, grads = _inputs.finish(batch, *_ntxent_global(batch, group, block_size))
@@ -355,7 +362,8 @@ def pcl_loss(z1, z2, kappa1, kappa2, *, reduction: str = "mean", group=None, blo
     Goes through the single-process adapter's one autograd function
     (:func:`probcon_ref.torch._autograd.analytic_loss`), with :func:`pcl_loss_and_grad` as its
     vector-Jacobian product: the same guards (autocast, half precision, the
-    once-differentiable backward).
+    once-differentiable backward). No equation of its own: :func:`pcl_loss_and_grad` under
+    autograd.
     """
     # Every process learns of a bad input on any of them before autograd sees the tensors.
     _agreed(_PCL, group, z1, lambda: _pcl_inputs(z1, z2, kappa1, kappa2, reduction, block_size))
@@ -365,7 +373,10 @@ def pcl_loss(z1, z2, kappa1, kappa2, *, reduction: str = "mean", group=None, blo
 
 
 def ntxent_loss(z1, z2, *, temperature: float = 0.5, reduction: str = "mean", group=None, block_size=None):
-    """Differentiable global NT-Xent (``torch.autograd``), as :func:`pcl_loss`."""
+    """Differentiable global NT-Xent (``torch.autograd``), as :func:`pcl_loss`.
+
+    No equation of its own: :func:`ntxent_loss_and_grad` under autograd.
+    """
     _agreed(_NTXENT, group, z1, lambda: _ntxent_inputs(z1, z2, temperature, reduction, block_size))
     spec = AnalyticSpec(None, functools.partial(ntxent_loss_and_grad, temperature=temperature, group=group,
                                                 block_size=block_size), reduction, True)
