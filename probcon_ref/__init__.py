@@ -7,7 +7,7 @@ runs on NumPy, PyTorch (CPU and CUDA), CuPy and any other conforming library.
 The four functions below are the public face, as array-api-extra's delegation layer is:
 each checks its arguments once (:mod:`probcon_ref._inputs`, one host synchronisation),
 chooses once which elementwise steps run (:mod:`probcon_ref._dispatch`), and calls the
-mathematics, :mod:`probcon_ref.loss` (SPEC section 3) and :mod:`probcon_ref.gradient`
+mathematics, :mod:`probcon_ref.loss` (the contract, section :ref:`3 <contract-loss>`) and :mod:`probcon_ref.gradient`
 (section 4), with both as arguments. ``*_loss_and_grad(..., weights=w)`` is the
 vector-Jacobian product of the per-anchor losses with the cotangent ``w``.
 """

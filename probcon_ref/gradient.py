@@ -1,4 +1,4 @@
-"""The analytic gradient of the PCL and of NT-Xent (SPEC section 4, docs page *gradient*).
+"""The analytic gradient of the PCL and of NT-Xent (the contract, section :ref:`4 <contract-gradient>`, docs page *gradient*).
 
 What ``*_loss_and_grad(..., weights=w)`` returns is the vector-Jacobian product of the
 per-anchor losses with the cotangent ``w``: ``sum_a w_a d loss_a / d input``. Read top to

@@ -1,4 +1,4 @@
-"""The probabilistic contrastive loss and NT-Xent (SPEC section 3), block by block.
+"""The probabilistic contrastive loss and NT-Xent (the contract, section :ref:`3 <contract-loss>`), block by block.
 
 Read top to bottom, this file follows the derivation: directions, cosines, the logits
 (from the concentrations, in the form that rounds less, or from the compensated product at

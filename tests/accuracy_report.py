@@ -2,7 +2,7 @@
 
 Each accuracy test calls :func:`record`; ``tests/conftest.py`` prints :func:`summary` in the
 terminal summary and writes it to ``artifacts/accuracy.json`` (git-ignored), so every run
-shows the figures the SPEC bounds are checked against, not only pass/fail.
+shows the figures the contract bounds are checked against, not only pass/fail.
 """
 
 from __future__ import annotations

@@ -38,8 +38,8 @@ def test_every_declared_backend_has_an_adapter():
 
 
 def test_declared_tolerances_follow_spec_where_spec_bounds_them():
-    """The float64/float32 rows come from the one table of SPEC's bounds, not a copy of it;
-    a backend may only loosen what SPEC does not bound (the half precisions, the inverse)."""
+    """The float64/float32 rows come from the one table of the contract's bounds, not a copy of it;
+    a backend may only loosen what the contract does not bound (the half precisions, the inverse)."""
     from probcon_ref.testing.tolerances import bound
 
     for backend, spec in DECLARED.items():

@@ -1,4 +1,4 @@
-"""Exact identities and invariances of SPEC section 3, in random regimes (hypothesis)."""
+"""Exact identities and invariances of the contract, section 3, in random regimes (hypothesis)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import probcon_ref as pr
 from probcon_ref.testing.tolerances import TOLERANCES
 
-# SPEC section 6's bounds, where an identity holds to the reference's own accuracy
+# the bounds of the contract, section 6, where an identity holds to the reference's own accuracy
 LOSS_TOL, GRAD_TOL = TOLERANCES["float64"]
 LOSS_TOL32, GRAD_TOL32 = TOLERANCES["float32"]
 
@@ -180,7 +180,7 @@ def test_float32_agrees_with_float64(batch):
     loss64, g64 = pr.pcl_loss_and_grad(*[a.astype(np.float64) for a in b32])
     loss32, g32 = pr.pcl_loss_and_grad(*b32)
     assert loss32.dtype == np.float32 and g32.z1.dtype == np.float32
-    # SPEC section 6: the float32 loss bound (relative), the gradient bound of each block's
+    # the contract, section 6: the float32 loss bound (relative), the gradient bound of each block's
     # max-norm. The loss bound is taken against max(loss, eps32 * scale) since a float32 input cannot resolve a
     # loss far below its own rounding of the logits. And when the positives dominate, the
     # loss is about sum exp(gap): its relative error is the logits' absolute rounding, some

@@ -1,4 +1,4 @@
-"""SPEC section 7: every input rule raises the named exception, naming the argument."""
+"""The contract, section 7: every input rule raises the named exception, naming the argument."""
 
 from __future__ import annotations
 

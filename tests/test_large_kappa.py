@@ -1,8 +1,8 @@
-"""The last digits at large kappa (SPEC section 6), against the 50-digit oracle.
+"""The last digits at large kappa (the contract, section 6), against the 50-digit oracle.
 
 Identical, nearly identical and duplicated views at concentrations up to 1e6 are where the
 logits cancel (docs: derivation, "The logits themselves at large confidence"). Every
-per-anchor loss is held to SPEC section 6's loss bound, relative; where a change of one unit in the last place of
+per-anchor loss is held to the loss bound of the contract, section 6, relative; where a change of one unit in the last place of
 the inputs already moves a loss by more than that (its first-order sensitivity, measured
 with the loss's own gradient), to twice that sensitivity instead, and the test says which
 bound it applied. A logit is itself a float64 number: its peak, ``log C_d(kappa) - log C_d(0) +
@@ -69,7 +69,7 @@ def sensitivity(z1, z2, k1, k2):
 
 
 def gradient_scales(z1, z2, k1, k2, losses):
-    """SPEC section 6's terms' scale of each gradient block, from the oracle's per-anchor losses."""
+    """The terms' scale of each gradient block (the contract, section 6), from the oracle's per-anchor losses."""
     z = np.concatenate([z1, z2])
     k = np.concatenate([k1, k2])
     n2, n = len(z), len(z1)

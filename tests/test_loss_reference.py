@@ -1,7 +1,7 @@
-"""Loss and gradients against a 50-digit evaluation of SPEC sections 3-4 (SPEC section 6).
+"""Loss and gradients against a 50-digit evaluation of the contract, sections 3 and 4 (the contract, section 6).
 
 Reference data: ``tests/data/loss_ref.npz`` from ``tests/reference/make_reference.py``; the
-inputs are float64 numbers taken as exact. Bounds, SPEC section 6's (from
+inputs are float64 numbers taken as exact. Bounds: those of the contract, section 6 (from
 ``probcon_ref.testing.tolerances``):
 
 * reduced loss (mean, sum, weighted) and every per-anchor loss: the loss bound, relative,
@@ -99,7 +99,7 @@ def test_per_anchor_weights(case):
 
 @pytest.mark.parametrize("case", [c for c in CASES if str(REF[f"{c}__kind"]) == "pcl"])
 def test_float32_inputs_track_float64(case):
-    """SPEC section 6: float32 within its loss and gradient bounds of float64."""
+    """The contract, section 6: float32 within its loss and gradient bounds of float64."""
     _, grad_fn, args, kw, names = _call(case)
     args32 = [a.astype(np.float32) for a in args]
     kappa_max = max(float(np.max(a)) for a in args32[2:])

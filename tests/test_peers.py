@@ -4,7 +4,7 @@ NT-Xent peers (installed by the ``peers`` extra; each test skips with the reason
 package is absent here, and CI installs them): pytorch-metric-learning's ``NTXentLoss``
 wrapped in ``SelfSupervisedLoss``, info-nce-pytorch's ``info_nce`` with paired negatives,
 and the ``infonce`` package's ``InfoNCE``. The adapters are in ``tests/peers/ntxent_peers.py``.
-All three compute ``-log softmax`` from the logits, the textbook form of SPEC section 4: they
+All three compute ``-log softmax`` from the logits, the textbook form of the contract, section 4: they
 agree with the reference to 1e-12 wherever the loss is not tiny, and ``validate`` rejects
 them, naming the textbook form, exactly where it is.
 """
@@ -110,7 +110,7 @@ def test_validate_passes_peer_but_where_its_textbook_form_loses_a_tiny_loss(name
     assert ("small-tau", "float64") in bad
     for r in report.results:
         if r.run in bad:
-            assert np.max(r._ref.losses) < 1e-3, r.run  # the regime SPEC section 4 warns of
+            assert np.max(r._ref.losses) < 1e-3, r.run  # the regime the contract, section 4 warns of
     assert len(report.runs("pass")) >= len(report.results) - 6
 
 
@@ -132,8 +132,8 @@ def test_validate_names_info_nce_default_convention():
 
 
 def test_naive_pcl_fails_exactly_where_the_special_functions_predict():
-    """SciPy's ive in a PyTorch PCL: right everywhere except where SPEC section 5 says it breaks,
-    and, since its loss is ``F.cross_entropy``, where the loss is tiny (SPEC section 4)."""
+    """SciPy's ive in a PyTorch PCL: right everywhere except where the contract, section 5 says it breaks,
+    and, since its loss is ``F.cross_entropy``, where the loss is tiny (the contract, section 4)."""
     pytest.importorskip("scipy")
     naive = load_callable(f"{PEERS / 'naive_pcl.py'}:pcl_loss")
     report = validate(naive, framework="torch")
@@ -151,7 +151,7 @@ def test_naive_pcl_fails_exactly_where_the_special_functions_predict():
     underflow = report.findings[2]
     assert underflow.summary.startswith("Bessel underflow")
     assert {c for c, _ in underflow.runs} >= {"large-d", "large-order-tiny-kappa"}
-    assert "ive(2047" in underflow.detail and "SPEC section 5" in underflow.detail
+    assert "ive(2047" in underflow.detail and "contract page, section 5" in underflow.detail
 
 
 def _ive_underflows(facts, dtype):

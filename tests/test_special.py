@@ -1,8 +1,8 @@
-"""Special functions against 50-digit mpmath values (SPEC section 5).
+"""Special functions against 50-digit mpmath values (the contract, section 5).
 
 Reference data: ``tests/data/special_ref.npz``, produced by ``tests/reference/make_reference.py``.
 float32 results at a float32-rounded argument are compared with the reference at the
-float64 argument: the SPEC's normaliser ``max(1, |log I|, nu + x A)`` bounds the effect of
+float64 argument: the contract's normaliser ``max(1, |log I|, nu + x A)`` bounds the effect of
 that input rounding by the float32 epsilon, far below the float32 target.
 """
 
@@ -23,7 +23,7 @@ from accuracy_report import record
 HERE = os.path.dirname(__file__)
 REF = np.load(os.path.join(HERE, "data", "special_ref.npz"))
 
-# SPEC section 5, by dtype and quantity
+# the contract, section 5, by dtype and quantity
 BOUNDS = {dt: {"log_iv": SPECIAL["log_iv"][i], "ratio": SPECIAL["ratio"][i], "log_c": SPECIAL["log_vmf"][i]}
           for i, dt in enumerate(("float64", "float32"))}
 DTYPES = [np.float64, np.float32]
@@ -168,7 +168,7 @@ def test_agrees_with_scipy_where_scipy_is_accurate():
     x = np.logspace(0, 3, 50)  # below 1, log(ive(nu, x)) + x cancels on SciPy's side
     for nu in (0.0, 2.5, 63.0):
         np.testing.assert_allclose(special.log_iv(nu, x), np.log(ive(nu, x)) + x, rtol=1e-13)
-        # SciPy's ratio of two ive calls is coarser (SPEC section 5), hence the looser bound.
+        # SciPy's ratio of two ive calls is coarser (the contract, section 5), hence the looser bound.
         np.testing.assert_allclose(special.bessel_ratio(nu, x), ive(nu + 1, x) / ive(nu, x), rtol=5e-12)
 
 
@@ -290,7 +290,7 @@ def test_autograd_at_the_branch_switch_gets_the_whole_derivative(nu):
 
 @pytest.mark.parametrize("d", [2, 3, 8, 33, 64, 200, 4096])
 def test_normalizer_shift_and_peak_against_mpmath(d):
-    """Both forms to their own precision, SPEC section 5's log C_d bound: ``shift`` of
+    """Both forms to their own precision, the log C_d bound of the contract, section 5: ``shift`` of
     max(1, |shift|), ``peak`` of max(1, |peak|) (the peak is much smaller than the shift at
     large kappa)."""
     mp = pytest.importorskip("mpmath")

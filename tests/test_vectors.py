@@ -137,7 +137,7 @@ def test_inputs_and_outputs_do_not_depend_on_numpy_simd_kernels():
 
 @pytest.mark.parametrize("name", list(SHIPPED))
 def test_reference_reproduces_the_golden_vectors(name):
-    """SPEC sections 5 and 6: every loss to the loss bound (relative), gradient blocks to the
+    """The contract, sections 5 and 6: every loss to the loss bound (relative), gradient blocks to the
     gradient bound of their max-norm, log C_d and A_d to theirs.
 
     (Other implementations are held to ``max(loss bound, ROUNDING eps * logit scale)`` by

@@ -34,7 +34,7 @@ VERSION = re.search(r'^__version__ = "([^"]+)"', (ROOT / "probcon_ref" / "__init
 GOLDEN = ROOT / "probcon_ref" / "testing" / "golden"
 
 # A PCL written from the paper in plain NumPy, with its gradient by hand; only the special
-# functions come from the package. It takes the care SPEC section 4 asks for where the loss
+# functions come from the package. It takes the care the contract, section 4 asks for where the loss
 # is tiny (the positive's cosine from the distance, log(1 + sum) rather than a difference
 # of log-sum-exps, P_ap - 1 summed from the other weights), so that validate's whole battery
 # passes. ``mask_self=False`` is a classic mistake: the anchor left among its own candidates.

@@ -251,7 +251,7 @@ def backends_table() -> str:
 
 
 def tolerances_table() -> str:
-    """Each dtype's default consistency bounds: SPEC's (probcon_ref.tools.declarations.spec_defaults)
+    """Each dtype's default consistency bounds: the contract's (probcon_ref.tools.declarations.spec_defaults)
     overlaid by what backends.toml declares."""
     from probcon_ref.tools.declarations import spec_defaults
 
@@ -269,7 +269,7 @@ def tolerances_table() -> str:
 
 
 # ---------------------------------------------------------------------------------------
-# The SPEC tolerances and the regimes, as probcon_ref.testing holds them
+# The contract's tolerances and the regimes, as probcon_ref.testing holds them
 # ---------------------------------------------------------------------------------------
 
 

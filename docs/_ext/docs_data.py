@@ -23,10 +23,10 @@ from probcon_ref.testing.tolerances import SPECIAL
 # ---------------------------------------------------------------------------------------
 
 #: Orders sampled: both sides of the switch between methods (n0 = 10 in float32, 30 in
-#: float64), half-integer orders (odd dimensions) and the largest order of SPEC section 5.
+#: float64), half-integer orders (odd dimensions) and the largest order of the contract, section 5.
 ACCURACY_ORDERS = (0.0, 0.5, 1.0, 2.5, 7.0, 9.5, 10.0, 14.5, 29.5, 30.0, 63.0, 255.0, 1023.0, 2047.0)
 
-#: SPEC section 5 targets, as (float64, float32): the rows of probcon_ref.testing.tolerances.
+#: The targets of the contract, section 5, as (float64, float32): the rows of probcon_ref.testing.tolerances.
 SPEC_TARGETS = SPECIAL
 
 QUANTITY_LABELS = {

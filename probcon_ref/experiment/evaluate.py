@@ -111,7 +111,7 @@ def typicality(kappa, y_test, z_test, y_train, z_train) -> dict:
 
     Typicality: the mean cosine of the image's projection to the projections of the training
     images of its class. Instance discrimination treats those images as negatives, and a
-    negative ``a`` with ``c_ab > A_d(kappa_b)`` pushes ``kappa_b`` down (SPEC section 4), so
+    negative ``a`` with ``c_ab > A_d(kappa_b)`` pushes ``kappa_b`` down (the contract, section :ref:`4 <contract-gradient>`), so
     the typical members of a tight class are expected to get the lower kappa.
     """
     cos = _unit(z_test) @ _unit(z_train).T

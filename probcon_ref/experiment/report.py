@@ -200,7 +200,7 @@ def _degradation_fields(s: dict) -> dict:
 _ABLATION_CONCLUSION = (
     "Training on {changed} as well weakens the response to it: the encoder learns "
     "to map those views close to their clean version (the cosine to clean stays higher), "
-    "the views agree, and by the optimality condition of SPEC section 3 they keep their "
+    "the views agree, and by the optimality condition of the contract page, section 3 they keep their "
     "confidence. The confidence reflects the disagreement the model cannot remove, so "
     "an augmentation used in training is, for the confidence, no longer a degradation."
 )
@@ -230,7 +230,7 @@ def _ablation_section(s: dict) -> str:
 
 _NEGATIVES_EXPLAIN = (
     " The more typical an image of its class, the lower its confidence. The loss "
-    "offers a reason. By SPEC section 4, `dL/dkappa_b = sum_a W_ab (c_ab - A_d(kappa_b))`, and in "
+    "offers a reason. By the contract page, section 4, `dL/dkappa_b = sum_a W_ab (c_ab - A_d(kappa_b))`, and in "
     "instance discrimination every other image `a`, of the same class too, is a negative "
     "(`W_ab > 0`). Where negatives lie closer than `A_d(kappa_b)`, the gradient lowers "
     "`kappa_b`: a neatly written digit of a tight class sits among many near-identical "

@@ -1,7 +1,7 @@
 """Validate another implementation of the PCL or NT-Xent against the reference.
 
 ``probcon-ref validate MODULE:CALLABLE`` and :func:`validate` call a user's loss function on a
-battery of cases covering every regime of SPEC section 6 (random batches; d = 2, 3, odd and
+battery of cases covering every regime of the contract, section :ref:`6 <contract-accuracy>` (random batches; d = 2, 3, odd and
 large; tiny, huge and zero kappa; identical and antipodal views; tiny, huge and mixed raw
 norms; N = 1), in float64 and float32, and compare its loss, and its gradients when it
 returns them or PyTorch autograd can take them, with the reference evaluated in NumPy
@@ -21,11 +21,11 @@ Error measure: for each quantity, ``max |got - ref| / max(max |ref|, scale)``, w
 is the rounding level of that quantity: for the loss, the size of the logits' ingredients
 (``|log C_d(kappa_b)| + kappa_b``, or ``1/tau``); for a gradient block, the size its terms can
 reach (``w_a kappa_b / ||z_a||``...). A correct implementation in a given precision stays
-below the SPEC section 6 tolerances even where the loss is tiny and its relative error
+below the contract, section :ref:`6 <contract-accuracy>` tolerances even where the loss is tiny and its relative error
 large; a genuine mistake does not.
 
 The parts, each a module of this package: the options (``convention``), the battery
-(``cases``, its regimes named in ``regimes``), the tolerances of SPEC sections 5 and 6
+(``cases``, its regimes named in ``regimes``), the tolerances of the contract, sections :ref:`5 <contract-special>` and :ref:`6 <contract-accuracy>`
 (``tolerances``), the measure (``measure``, from the host-side pieces of ``host``), running
 the callable (``frameworks``, ``runner``), the diagnosis (``diagnose``), the report
 (``report``), :func:`validate` itself (``validation``) and the command line (``command``);

@@ -1,4 +1,4 @@
-"""A 50-digit evaluation of the loss and its gradient (SPEC sections 1, 3 and 4), in mpmath.
+"""A 50-digit evaluation of the loss and its gradient (the contract, sections :ref:`1 <contract-notation>`, :ref:`3 <contract-loss>`, :ref:`4 <contract-gradient>`), in mpmath.
 
 This is the slow, trusted route used to compute the golden vectors
 (:mod:`probcon_ref.testing.vectors`). It shares no code with the array implementation: every
@@ -11,7 +11,7 @@ It has a twin on purpose: ``tests/reference/mp_reference.py`` is a second 50-dig
 evaluation of the same sections, written separately, sharing no code with this one, with
 its own self-checks (Debye and Hankel expansions in place of ``besseli``, a continued
 fraction for the ratio, finite differences); it makes the reference data of the test suite.
-Two independent implementations catch each other's mistakes: a slip in carrying SPEC into
+Two independent implementations catch each other's mistakes: a slip in carrying the contract into
 mpmath shows as a disagreement between them (the tests compare them on golden cases, to
 one unit in the last place) instead of being copied into the golden vectors and the test
 data alike. This one ships with the package, so that ``probcon-ref vectors --recompute``
@@ -117,7 +117,7 @@ def _ratio(mp, nu, x):
 
 
 def _log_c(mp, d: int, k):
-    """``log C_d(k)`` (SPEC section 1), with its finite limit at ``k = 0``."""
+    """``log C_d(k)`` (the contract, section :ref:`1 <contract-notation>`), with its finite limit at ``k = 0``."""
     half = mp.mpf(d) / 2
     if k == 0:  # finite limit: lgamma(d/2) - log 2 - (d/2) log pi
         return mp.loggamma(half) - mp.log(2) - half * mp.log(mp.pi)
@@ -201,7 +201,7 @@ class OracleResult:
 
 
 def _views(z1, z2):
-    """The two views as float64 arrays, checked (SPEC section 7's rules, named)."""
+    """The two views as float64 arrays, checked (the rules of the contract, section :ref:`7 <contract-inputs>`, named)."""
     z1 = np.asarray(z1, dtype=np.float64)
     z2 = np.asarray(z2, dtype=np.float64)
     for name, z in (("z1", z1), ("z2", z2)):

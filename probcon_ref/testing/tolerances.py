@@ -1,15 +1,15 @@
-"""The accuracy SPEC sections 5 and 6 require, in one table.
+"""The accuracy the contract, sections :ref:`5 <contract-special>` and :ref:`6 <contract-accuracy>` require, in one table.
 
 Every bound the project holds a result to comes from :data:`SPEC_BOUNDS`: ``validate``
 holds other implementations to the loss and gradient rows, ``probcon-ref check`` holds the
 backends to them, the tests hold the reference to every row, and the documentation prints
 the table. The float64 column is the error against a 50-digit evaluation; the float32 column
 is, for the loss and gradient rows, the error against the float64 result on the same inputs
-(SPEC section 6), and for the special functions the error against 50 digits at a float32
-argument (SPEC section 5).
+(the contract, section :ref:`6 <contract-accuracy>`), and for the special functions the error against 50 digits at a float32
+argument (the contract, section :ref:`5 <contract-special>`).
 
 Where the logits of a batch are large, their own rounding moves a correct result by more
-than SPEC section 6's bounds; :data:`ROUNDING` and :data:`SUBNORMALS` say how ``validate``
+than the bounds of the contract, section :ref:`6 <contract-accuracy>`; :data:`ROUNDING` and :data:`SUBNORMALS` say how ``validate``
 widens them there.
 
 >>> TOLERANCES["float64"]
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 __all__ = ["Bound", "SPEC_BOUNDS", "DTYPES", "bound", "TOLERANCES", "SPECIAL", "ROUNDING", "SUBNORMALS"]
 
-#: The dtypes SPEC sections 5 and 6 bound (half precisions are computed in float32).
+#: The dtypes the contract, sections 5 and 6 bound (half precisions are computed in float32).
 DTYPES = ("float64", "float32")
 
 
@@ -37,12 +37,12 @@ class Bound:
     measure: str
     float64: float
     float32: float
-    section: int  # of SPEC
+    section: int  # of the contract
 
     def __getitem__(self, dtype: str) -> float:
         """The bound in ``dtype`` (float64 or float32)."""
         if dtype not in DTYPES:
-            raise KeyError(f"SPEC bounds float64 and float32 only, not {dtype!r}")
+            raise KeyError(f"the contract bounds float64 and float32 only, not {dtype!r}")
         return getattr(self, dtype)
 
 
@@ -60,17 +60,17 @@ _BY_KEY = {b.key: b for b in SPEC_BOUNDS}
 
 
 def bound(key: str, dtype: str) -> float:
-    """The SPEC bound of quantity ``key`` (a row of :data:`SPEC_BOUNDS`) in ``dtype``."""
+    """The contract's bound of quantity ``key`` (a row of :data:`SPEC_BOUNDS`) in ``dtype``."""
     try:
         row = _BY_KEY[key]
     except KeyError:
-        raise KeyError(f"no SPEC bound {key!r}; known: {', '.join(_BY_KEY)}") from None
+        raise KeyError(f"no bound of the contract for {key!r}; known: {', '.join(_BY_KEY)}") from None
     return row[dtype]
 
 
-#: SPEC section 6: ``(loss, gradient block)`` by dtype.
+#: The contract, section 6: ``(loss, gradient block)`` by dtype.
 TOLERANCES = {dt: (bound("loss", dt), bound("grad", dt)) for dt in DTYPES}
-#: SPEC section 5: ``(float64, float32)`` by special function.
+#: The contract, section 5: ``(float64, float32)`` by special function.
 SPECIAL = {key: (bound(key, "float64"), bound(key, "float32")) for key in ("log_iv", "ratio", "log_vmf")}
 
 #: Where the logits are large (size S: ``max_b |log C_d(kappa_b)| + kappa_b``, or ``1/tau``),

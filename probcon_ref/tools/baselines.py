@@ -7,7 +7,7 @@
 * :func:`naive_pcl` - a probabilistic contrastive loss written the way vMF losses usually are:
   the normaliser ``log C_d(kappa)`` from SciPy's exponentially scaled ``ive`` on the host,
   wrapped in an autograd function. It round-trips through the CPU by design (that is the
-  point of the comparison) and underflows where ``ive`` does (SPEC section 5).
+  point of the comparison) and underflows where ``ive`` does (the contract, section :ref:`5 <contract-special>`).
 
 Neither is used by the reference; they exist to be measured against.
 """

@@ -2,7 +2,7 @@
 
 On one batch (built in, or sized by the options) it runs :func:`probcon_ref.pcl_loss_and_grad`
 and :func:`probcon_ref.ntxent_loss_and_grad` on every backend x device x dtype this machine
-has, compares each with the NumPy float64 result (SPEC section 6 tolerances), checks the
+has, compares each with the NumPy float64 result (the contract, section :ref:`6 <contract-accuracy>` tolerances), checks the
 float64 gradient against central finite differences, and prints one row per case.
 Exit status 1 on any failure.
 """
@@ -19,7 +19,7 @@ from ..testing import regimes
 from ..testing.tolerances import TOLERANCES
 from .backends import Target, available_targets, unavailable_targets
 
-# TOLERANCES: SPEC section 6, (loss, gradient block) by dtype: float64 against the float64
+# TOLERANCES: the contract, section 6, (loss, gradient block) by dtype: float64 against the float64
 # reference is exact to rounding, float32 is held to its distance from float64.
 FD_TOLERANCE = 1e-6
 #: The regimes of the built-in batch (probcon_ref.testing.regimes).

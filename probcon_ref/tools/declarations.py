@@ -108,12 +108,12 @@ def _devices(where: str, table: Any, install: str, names: set[str]) -> dict[str,
 
 
 def spec_defaults(dtype: str) -> dict[str, float]:
-    """The consistency bounds that follow from SPEC (:mod:`probcon_ref.testing.tolerances`).
+    """The consistency bounds that follow from the contract (:mod:`probcon_ref.testing.tolerances`).
 
-    A backend is compared with NumPy float64 on the same inputs, both sides carrying SPEC's
-    error against 50 digits: the special functions get twice SPEC's float64 bound, the loss
-    and gradient SPEC section 6's bounds as they are; float32 is SPEC's float32 column. Half
-    precisions have no SPEC row; backends.toml declares them.
+    A backend is compared with NumPy float64 on the same inputs, both sides carrying the contract's
+    error against 50 digits: the special functions get twice the contract's float64 bound, the loss
+    and gradient the bounds of the contract, section :ref:`6 <contract-accuracy>`, as they are; float32 is the contract's float32 column. Half
+    precisions have no row in the contract; backends.toml declares them.
     """
     if dtype not in COMPUTE_DTYPES:
         return {}
@@ -124,7 +124,7 @@ def spec_defaults(dtype: str) -> dict[str, float]:
 
 
 def _tolerances(where: str, dtype: str, defaults: dict, own: dict) -> dict[str, float]:
-    """SPEC's bounds, then the file's defaults of ``dtype``, then the backend's own; every key must end up set."""
+    """The contract's bounds, then the file's defaults of ``dtype``, then the backend's own; every key must end up set."""
     merged = spec_defaults(dtype)
     merged.update(_tolerance_table(defaults.get(dtype, {}), f"tolerances.{dtype}"))
     merged.update(_tolerance_table(own.get(dtype, {}), f"{where}.tolerances.{dtype}"))

@@ -2,7 +2,7 @@
 
 :func:`pcl_loss` and :func:`ntxent_loss` go through one ``torch.autograd.Function``
 (:func:`probcon_ref.torch._autograd.analytic_loss`) whose backward is the vector-Jacobian product that
-:func:`probcon_ref.pcl_loss_and_grad` computes by formula (SPEC section 4,
+:func:`probcon_ref.pcl_loss_and_grad` computes by formula (the contract, section :ref:`4 <contract-gradient>`,
 :eq:`eq-residual` - :eq:`eq-grad-z`), not autograd through the forward pass: the
 reference's mathematics runs unchanged on the tensors, on their device. The distributed
 losses of :mod:`probcon_ref.torch.distributed` use the same function.

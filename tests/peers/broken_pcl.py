@@ -2,7 +2,7 @@
 
 ``correct`` is the straightforward implementation the others start from: cosines of the
 normalised views, logits ``log C_d(kappa_b) + kappa_b c_ab``, the diagonal masked with -inf,
-and the loss of each anchor from the differences to its positive's logit, as SPEC section 4
+and the loss of each anchor from the differences to its positive's logit, as the contract, section 4
 asks: ``loss_a = m_a + log1p(sum_{b != a, p(a)} exp(delta_ab - m_a) + expm1(-m_a))``, so that
 autograd gives the positive its weight ``-w_a sum_{b != a, p(a)} P_ab`` too. (``F.cross_entropy``
 is the textbook ``-F_ap + logsumexp_b F_ab``; ``textbook`` uses it.) The normaliser is a
@@ -165,7 +165,7 @@ def numpy_one_sided_gradient(z1, z2, kappa1, kappa2):
     rows, pos = np.arange(2 * n), (np.arange(2 * n) + n) % (2 * n)
     w = p / (2 * n)
     w[rows, pos] = 0.0
-    w[rows, pos] = -np.sum(w, axis=1)  # -w_a times the negatives' P, summed (SPEC section 4)
+    w[rows, pos] = -np.sum(w, axis=1)  # -w_a times the negatives' P, summed (the contract, section 4)
     big_g = w * kappa[None, :]
     g_mu = big_g @ mu
     g_z = (g_mu - np.sum(g_mu * mu, axis=1, keepdims=True) * mu) / norm

@@ -4,7 +4,7 @@
 ``scipy.special.ive`` evaluated on the host (``.detach().cpu().numpy()``) inside a custom
 autograd function whose backward uses the Bessel recurrence, as hyperspherical VAE code
 does (s-vae-pytorch's ``Ive``). The loss is ``F.cross_entropy`` over the logits with the
-diagonal masked. It is correct wherever ``ive`` is representable; SPEC section 5 predicts
+diagonal masked. It is correct wherever ``ive`` is representable; the contract, section 5 predicts
 where it is not: ``ive`` underflows to 0 for large order and small kappa (and far earlier in
 float32), and ``nu log kappa - log ive`` is NaN at kappa = 0.
 """

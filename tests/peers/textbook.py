@@ -1,4 +1,4 @@
-"""The two textbook forms that SPEC section 4 calls wrong, each in an otherwise correct
+"""The two textbook forms that the contract, section 4 calls wrong, each in an otherwise correct
 implementation (NumPy, in the inputs' dtype, returning ``(loss, grads)``).
 
 * ``textbook_pcl``, ``textbook_ntxent``: the per-anchor loss as ``-F_ap + logsumexp_b F_ab``.
@@ -13,7 +13,7 @@ implementation (NumPy, in the inputs' dtype, returning ``(loss, grads)``).
   float32 inputs get a float64 loss and float64 gradients.
 
 Everything else (cosines of the normalised views, logits ``log C_d(kappa_b) + kappa_b c_ab``
-or ``c_ab / tau``, the diagonal excluded with -inf, the chain rule of SPEC section 4) is
+or ``c_ab / tau``, the diagonal excluded with -inf, the chain rule of the contract, section 4) is
 written plainly, as an independent implementation would.
 """
 
@@ -71,7 +71,7 @@ def textbook_ntxent(z1, z2, temperature):
 
 
 def _gradient(z1, z2, scale, bias):
-    """The gradient of the mean loss by SPEC section 4, with ``W_ap = w (P_ap - 1)``."""
+    """The gradient of the mean loss by the contract, section 4, with ``W_ap = w (P_ap - 1)``."""
     n, mu, norm, cos, logits, pos = _parts(z1, z2, scale, bias)
     e = np.exp(logits - np.max(logits, axis=1, keepdims=True))
     p = e / np.sum(e, axis=1, keepdims=True)

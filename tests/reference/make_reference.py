@@ -174,7 +174,7 @@ def _confident(rng, N, d, K, eps=1e-9):
 def build_cases():
     """Return a list of dicts: name, kind, reduction, z1, z2, kappa1/kappa2 or tau, weights,
     and the regimes (probcon_ref.testing.regimes) each case exercises; together they cover
-    every regime SPEC section 6 names (checked here, not stored in the data)."""
+    every regime the contract, section 6 names (checked here, not stored in the data)."""
     cases = []
 
     def pcl(name, seed, make, reduction="mean", weights=None, regimes=()):

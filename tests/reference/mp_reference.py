@@ -1,4 +1,4 @@
-"""Independent 50-digit mpmath oracle for probcon_ref (SPEC.md sections 1, 3, 4, 5).
+"""Independent 50-digit mpmath oracle for probcon_ref (the contract's sections 1, 3, 4, 5).
 
 This module deliberately imports nothing from ``probcon_ref``: it is the trusted
 reference the float64/float32 array implementation is tested against.  Every
@@ -8,7 +8,7 @@ the very end.
 
 It is independent of the package's own 50-digit oracle, ``probcon_ref.testing.oracle``
 (which computes the golden vectors), on purpose: the two were written separately and
-share no code, so that each checks the other. A slip in carrying SPEC into mpmath shows
+share no code, so that each checks the other. A slip in carrying the contract into mpmath shows
 as a disagreement between them (``tests/test_vectors.py`` compares them on golden cases,
 to one unit in the last place) instead of being copied into both the golden vectors and
 the test data. Keep them apart: a fix in one is checked, not copied, by the other.
@@ -219,7 +219,7 @@ def independent_log_iv(nu, x):
 
 
 # --------------------------------------------------------------------------
-# Loss and analytic gradient (SPEC sections 3 and 4)
+# Loss and analytic gradient (the contract, sections 3 and 4)
 # --------------------------------------------------------------------------
 
 def _weights(weights, n2):

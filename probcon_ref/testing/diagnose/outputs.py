@@ -10,7 +10,7 @@ __all__ = ["DTYPE_DIAGNOSIS", "call_findings", "shape_findings", "dtype_findings
 
 DTYPE_DIAGNOSIS = (
     "Output dtype differs from the inputs' ({what})",
-    "SPEC section 7: the loss and each gradient are returned in the dtype of the inputs (float16 "
+    "The contract page, section 7: the loss and each gradient are returned in the dtype of the inputs (float16 "
     "and bfloat16 excepted). A float64 result for float32 inputs usually means a float64 constant "
     "or array promoted the computation (a NumPy float64 scalar, np.array of a Python list, torch."
     "tensor(..., dtype=torch.float64)), or the result was converted on the way out. The values "
@@ -18,7 +18,7 @@ DTYPE_DIAGNOSIS = (
 
 
 def dtype_findings(results: list) -> list:
-    """The runs whose loss or gradients are not in the inputs' dtype (SPEC section 7)."""
+    """The runs whose loss or gradients are not in the inputs' dtype (the contract, section :ref:`7 <contract-inputs>`)."""
     bad = [r for r in results if "dtype" in r.wrong]
     if not bad:
         return []

@@ -1,6 +1,6 @@
 """``probcon-ref vectors``: portable golden vectors for the PCL and NT-Xent.
 
-A versioned set of small cases covering every regime of SPEC section 6, each stored as
+A versioned set of small cases covering every regime of the contract, section :ref:`6 <contract-accuracy>`, each stored as
 ``NAME.npz`` (plain float64 arrays, readable with ``numpy.load(..., allow_pickle=False)``)
 and ``NAME.json`` (the same numbers as JSON, each float64 written so that it reads back
 exactly), plus ``manifest.json`` and a ``README.md`` that explains the format. The outputs
