@@ -13,7 +13,6 @@ import pkgutil
 import re
 import tomllib
 from dataclasses import dataclass
-from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
 
@@ -89,80 +88,6 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 # ---------------------------------------------------------------------------------------
 # Special functions
 # ---------------------------------------------------------------------------------------
-
-
-def special_accuracy_table() -> str:
-    s = docs_data.special_accuracy()
-    rows = []
-    for q, label in docs_data.QUANTITY_LABELS.items():
-        for i, dtype in enumerate(("float64", "float32")):
-            err = s.errors[(q, dtype)]
-            worst = int(np.argmax(err))
-            target = docs_data.SPEC_TARGETS[q][i]
-            rows.append([
-                label, dtype, docs_data.QUANTITY_MEASURES[q], _fmt(float(err[worst])),
-                f"$\\nu = {s.nu[worst]:g}$, $x = {_tex_number(float(s.x[worst]))}$", _fmt(target),
-                "yes" if err[worst] <= target else "**no**",
-            ])
-    head = (f"Measured on {len(s.x)} points: orders "
-            f"{', '.join(f'{v:g}' for v in docs_data.ACCURACY_ORDERS)}, and for each a "
-            "log-spaced sweep of $x$ from $10^{-3}$ to $10^6$ plus points near $x = \\nu$.\n\n")
-    return head + _table(["quantity", "dtype", "measure ($e$: the error)", "worst", "where",
-                          "target", "met"], rows)
-
-
-def special_plan_table() -> str:
-    from probcon_ref.special import plan_for_eps
-
-    rows = []
-    for dtype in (np.float64, np.float32):
-        eps = float(np.finfo(dtype).eps)
-        p = plan_for_eps(eps)
-        rows.append([np.dtype(dtype).name, _fmt(eps), f"{p.debye_min_order:g}", str(p.debye_terms),
-                     f"{p.series_max_x:g}", str(p.series_terms)])
-    return _table(["dtype", "machine epsilon", "$n_0$", "Debye terms $K$",
-                   "$x_s$", "series terms $J$"], rows)
-
-
-def _poly_latex(coeffs) -> str:
-    terms = []
-    for j, c in enumerate(coeffs):
-        if c == 0:
-            continue
-        c = Fraction(c)
-        sign = "-" if c < 0 else "+"
-        a = abs(c)
-        num = f"\\tfrac{{{a.numerator}}}{{{a.denominator}}}" if a.denominator != 1 else (
-            "" if (a == 1 and j) else str(a.numerator))
-        power = "" if j == 0 else ("t" if j == 1 else f"t^{{{j}}}")
-        terms.append((sign, f"{num}{power}"))
-    out = ""
-    for i, (sign, body) in enumerate(terms):
-        out += (("-" if sign == "-" else "") if i == 0 else f" {sign} ") + body
-    return out or "0"
-
-
-def debye_polynomials_math() -> str:
-    from probcon_ref.special import debye_polynomials
-
-    polys = debye_polynomials(4)
-    lines = [f"u_{k}(t) &= {_poly_latex(u)}" for k, u in enumerate(polys)]
-    return "$$\n\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}\n$$\n"
-
-
-def scipy_underflow_table() -> str:
-    from probcon_ref.special import log_iv
-
-    rows = []
-    for nu in (63.0, 2047.0):
-        for dtype in ("float64", "float32"):
-            x0 = docs_data.scipy_underflow_threshold(nu, dtype)
-            probe = np.asarray(x0 / 2, dtype=dtype)
-            ours = float(log_iv(nu, probe))
-            rows.append([f"{nu:g}", f"$d = {int(2 * nu + 2)}$", dtype, f"{x0:.3g}",
-                         f"{float(probe):.3g}", f"{ours:.6g}"])
-    return _table(["order $\\nu$", "dimension", "dtype", "`ive` is 0 for $x$ below",
-                   "at $x$ =", "`log_iv` there"], rows)
 
 
 def scipy_ratio_note() -> str:
@@ -552,10 +477,6 @@ def implementations_markdown(label: str) -> str:
 
 
 GENERATORS = {
-    "special_accuracy_table": special_accuracy_table,
-    "special_plan_table": special_plan_table,
-    "debye_polynomials_math": debye_polynomials_math,
-    "scipy_underflow_table": scipy_underflow_table,
     "scipy_ratio_note": scipy_ratio_note,
     "gradient_check_table": gradient_check_table,
     "ntxent_limit_summary": ntxent_limit_summary,

@@ -125,28 +125,6 @@ def scipy_ratio_error() -> float:
     return float(np.max(np.abs(got[ok] - s.ref_ratio[ok]) / s.ref_ratio[ok]))
 
 
-@lru_cache(maxsize=None)
-def scipy_underflow_threshold(nu: float, dtype_name: str) -> float:
-    """The x below which SciPy's ``ive(nu, x)`` returns 0 (so its log is ``-inf``).
-
-    Found by bisection in log x; ``ive(nu, x)`` increases with x in this region.
-    """
-    from scipy.special import ive
-
-    dtype = np.dtype(dtype_name).type
-    lo, hi = -320.0, 8.0  # log10 x
-    if ive(dtype(nu), dtype(10.0**hi)) == 0:
-        return math.inf
-    for _ in range(80):
-        mid = 0.5 * (lo + hi)
-        value = ive(dtype(nu), dtype(10.0**mid))
-        if value == 0:
-            lo = mid
-        else:
-            hi = mid
-    return 10.0**hi
-
-
 # ---------------------------------------------------------------------------------------
 # The loss: gradient check, landscape, approach to NT-Xent
 # ---------------------------------------------------------------------------------------
