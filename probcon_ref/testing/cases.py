@@ -9,12 +9,13 @@ so that the cases before them keep their draws.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
-from .convention import LOSSES, check_temperature, choice
+from .convention import DTYPES, LOSSES, check_temperature, choice
 from .regimes import keys
 
 __all__ = ["Case", "battery", "pair"]
@@ -29,6 +30,11 @@ class Case:
     tags: frozenset
     inputs: dict  # z1, z2 and kappa1, kappa2 (PCL) as float64 arrays
     temperature: float | None = None  # NT-Xent
+    dtypes: tuple = DTYPES  # the dtypes the case runs in
+
+    def runs_in(self, dtype: str) -> bool:
+        """Whether the case is run in ``dtype``."""
+        return dtype in self.dtypes
 
     @property
     def n(self) -> int:
@@ -157,9 +163,11 @@ _PCL = (
     # so the positive's term of dL/dz survives the projection
     ("confident-close", "close views (not identical), kappa 30 to 300: tiny losses", {"tiny-loss"},
      _batch(8, 32, _logspace(1.5, 2.5), noise=0.1)),
+    ("high-kappa", "N = 32, d = 64, kappa 50 to 200 (1/tau for tau from 0.02 to 0.005)", {"high-kappa"},
+     _batch(32, 64, _logspace(math.log10(50), math.log10(200)), noise=2.0)),
 )
 
-#: (name, description, tags, temperature, builder(rng) -> (z1, z2))
+#: (name, description, tags, temperature, builder(rng) -> (z1, z2)[, dtypes])
 _NTXENT = (
     ("random", "random batch, N = 16, d = 32", {"random"}, 0.5, _views(16, 32, scale=_rows(-1, 1))),
     ("random-large-batch", "N = 128, d = 64", {"random"}, 0.1, _views(128, 64)),
@@ -176,7 +184,18 @@ _NTXENT = (
     ("huge-norms", "raw norms about 1e6", {"huge-norm"}, 0.5, _views(8, 16, scale=_HUGE)),
     ("mixed-norms", "raw norms from 1e-6 to 1e6", {"tiny-norm", "huge-norm"}, 0.5, _views(8, 16, scale=_spread)),
     ("n1", "N = 1: loss and gradients are 0", {"n1"}, 0.5, _views(1, 8)),
+    # the temperatures of the end of training (a learned logit scale clamped at 100 is 0.01)
+    ("tiny-tau", "temperature 0.01, N = 32, d = 16", {"small-tau", "tiny-tau"}, 0.01,
+     _views(32, 16, noise=1.5)),
+    ("tiniest-tau", "temperature 0.005, N = 32, d = 16, float64 only", {"small-tau", "tiny-tau"}, 0.005,
+     _views(32, 16, noise=1.5), ("float64",)),
 )
+
+
+def _without_temperature(desc: str) -> str:
+    """A description's clauses but those that name its own temperature (a fixed one replaces it)."""
+    kept = [part for part in desc.split(", ") if not part.startswith("temperature")]
+    return ", ".join(kept) or "its own temperature replaced by the fixed one"
 
 
 def _frozen(case: Case) -> Case:
@@ -196,12 +215,13 @@ def _battery(loss: str, temperature: float | None, seed: int) -> tuple[Case, ...
             inputs = {"z1": z1, "z2": z2, "kappa1": np.asarray(k1, np.float64), "kappa2": np.asarray(k2, np.float64)}
             cases.append(Case(name, desc, frozenset(keys(*tags)), inputs))
     else:
-        for i, (name, desc, tags, tau, build) in enumerate(_NTXENT):
+        for i, (name, desc, tags, tau, build, *dtypes) in enumerate(_NTXENT):
             z1, z2 = build(np.random.default_rng([seed, 100 + i]))
             if temperature is not None:
                 tau = float(temperature)
-                desc = desc.split(", temperature")[0]
-            cases.append(Case(name, desc, frozenset(keys(*tags)), {"z1": z1, "z2": z2}, tau))
+                desc = _without_temperature(desc)
+            cases.append(Case(name, desc, frozenset(keys(*tags)), {"z1": z1, "z2": z2}, tau,
+                              *(tuple(d) for d in dtypes)))
     return tuple(_frozen(c) for c in cases)
 
 

@@ -47,9 +47,14 @@ REGIMES: tuple[Regime, ...] = (
            6, True, ("pcl",)),
     Regime("kappa-zero", "some kappa = 0: log C_d at its finite limit", 6, True, ("pcl",)),
     Regime("huge-kappa", "kappa from about 1e4 to 1e6", 6, True, ("pcl",)),
+    Regime("high-kappa", "kappa from 50 to 200 in a typical batch: the confidences 1/tau of the "
+           "temperatures people train with (0.02 down to 0.005)", 6, losses=("pcl",)),
     Regime("equal-kappa", "the same kappa for every view: NT-Xent at temperature 1/kappa", 3,
            losses=("pcl",)),
     Regime("small-tau", "NT-Xent temperature 0.05 or below: large logits", 3, losses=("ntxent",)),
+    Regime("tiny-tau", "NT-Xent temperature 0.01 or 0.005, the smallest people train with (a learned "
+           "logit scale clamped at 100 is tau = 0.01): logits of 100 and 200, beyond the range of exp in "
+           "float32 (88.7) unless each row's maximum is subtracted first", 3, losses=("ntxent",)),
     Regime("large-tau", "NT-Xent temperature 10: a nearly flat softmax", 3, losses=("ntxent",)),
     Regime("identical", "identical views, z2 = z1: every positive has cosine 1", 6, True),
     Regime("antipodal", "antipodal views, z2 = -z1: every positive has cosine -1", 6, True),

@@ -84,7 +84,7 @@ def validate(fn: Callable, *, loss: str = "pcl", framework: str = "numpy", devic
                       temperature=None if temperature is None else float(temperature), gradients=gradients)
     dtypes, chosen = _chosen(loss, conv.temperature, dtypes, cases, seed)
     fw = Framework(framework, device)
-    results = [run_case(fn, fw, conv, case, dt) for case in chosen for dt in dtypes]
+    results = [run_case(fn, fw, conv, case, dt) for case in chosen for dt in dtypes if case.runs_in(dt)]
     failing = [r for r in results if r.status in ("fail", "error")]
     findings = explain(fn, fw, conv, results, {c.name: c for c in chosen}) if failing else []
     name = target or getattr(fn, "__qualname__", None) or repr(fn)
