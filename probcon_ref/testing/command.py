@@ -21,21 +21,46 @@ __all__ = ["load_callable", "add_arguments", "run"]
 
 
 def _import_file(module_part: str):
-    """The module of a ``.py`` file, imported under a name made from its path."""
+    """The module of a ``.py`` file, imported as ``python path/to/file.py`` would run it: its
+    folder first on ``sys.path`` (so that it imports its sibling modules), under a name made
+    from its path."""
     path = Path(module_part)
     if not path.is_file():
-        raise ValueError(f"target module file {module_part!r} does not exist")
+        where = path.resolve()
+        raise ValueError(f"target module file {module_part!r} does not exist (looked for {where})")
+    folder = str(path.resolve().parent)
+    if not sys.path or sys.path[0] != folder:
+        sys.path.insert(0, folder)
     mod_name = "_probcon_validate_" + "".join(ch if ch.isalnum() else "_" for ch in str(path.resolve()))
     loader_spec = importlib.util.spec_from_file_location(mod_name, path)
     module = importlib.util.module_from_spec(loader_spec)
     sys.modules[mod_name] = module
-    loader_spec.loader.exec_module(module)
+    try:
+        loader_spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[mod_name]
+        raise ImportError(f"importing {path} (with {folder} first on sys.path) raised "
+                          f"{type(exc).__name__}: {exc}") from exc
     return module
+
+
+def _import_module(module_part: str):
+    """A dotted module, importable from the current directory (put on ``sys.path``) or the
+    environment."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(module_part)
+    except ImportError as exc:
+        raise ImportError(f"importing module {module_part!r} from the current directory ({cwd}) or the "
+                          f"environment raised {type(exc).__name__}: {exc}") from exc
 
 
 def load_callable(spec: str) -> Callable:
     """``MODULE:CALLABLE`` (dotted module importable from the current directory, or a path to
-    a ``.py`` file) to the object it names; ``CALLABLE`` may be dotted (``obj.method``)."""
+    a ``.py`` file, whose folder is put first on ``sys.path`` as Python does for a script) to
+    the object it names; ``CALLABLE`` may be dotted (``obj.method``)."""
     if not isinstance(spec, str) or ":" not in spec:
         raise ValueError(f"target must look like MODULE:CALLABLE (or path/to/file.py:CALLABLE), got {spec!r}")
     module_part, _, attr = spec.rpartition(":")
@@ -44,16 +69,15 @@ def load_callable(spec: str) -> Callable:
     if module_part.endswith(".py") or os.sep in module_part or "/" in module_part:
         module = _import_file(module_part)
     else:
-        cwd = os.getcwd()
-        if cwd not in sys.path and "" not in sys.path:
-            sys.path.insert(0, cwd)
-        module = importlib.import_module(module_part)
+        module = _import_module(module_part)
     obj = module
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise ValueError(f"{module_part} has no attribute {attr!r}") from None
+            public = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
+            raise ValueError(f"{module_part} has no attribute {attr!r}; its public callables: "
+                             f"{', '.join(public) or 'none'}") from None
     if not callable(obj):
         raise TypeError(f"{spec} is a {type(obj).__name__}, not a callable")
     return obj
