@@ -517,26 +517,33 @@ def test_bad_callable_and_target():
         battery("pcl", seed=1.5)
 
 
-def test_docs_page_lists_every_case_and_option():
+def test_docs_pages_list_every_case_option_and_signature():
+    """The validating page names every option; it and the peers page, with the tables their
+    generators print, name every case of the battery and every signature of the diagnoses."""
     page = ROOT / "docs" / "validating.md"
     if not page.is_file():
         pytest.skip("docs/validating.md is not present")
     text = page.read_text()
-    for loss in ("pcl", "ntxent"):
-        for case in battery(loss):
-            if loss == "pcl" or case.name in ("small-tau", "large-tau"):
-                assert f"`{case.name}`" in text, case.name
     for option in ("--framework", "--reduction", "--kappa", "--temperature", "--gradients", "--dtype", "--case",
                    "--json", "pair-mean"):
         assert option in text, option
+    sys.path.insert(0, str(ROOT / "docs" / "_ext"))
+    import generated_peers
+
+    pages = text + (ROOT / "docs" / "peers.md").read_text()
+    for name in ("validate_battery", "validate_signatures"):
+        if f"{{generated}} {name}" in pages:
+            pages += getattr(generated_peers, name)()
+    for loss in ("pcl", "ntxent"):
+        for case in battery(loss):
+            assert f"`{case.name}`" in pages, case.name
     from probcon_ref.testing import diagnose as dg
 
     for key in dg.REDUCTIONS:
-        assert key == "declared" or f"`{key}`" in text, key
+        assert key == "declared" or f"`{key}`" in pages, key
     for v in dg.VARIANTS:
-        if not v.key.startswith("temperature="):
-            assert f"`{v.key}`" in text, v.key
+        assert f"`{v.key}`" in pages, v.key
     for p in dg.PREDICATES:
-        assert f"`{p.key}`" in text, p.key
+        assert f"`{p.key}`" in pages, p.key
     for key in dg.GRADIENT_DIAGNOSES:
-        assert f"`gradient:{key}`" in text, key
+        assert f"`gradient:{key}`" in pages, key

@@ -12,7 +12,8 @@ import numpy as np
 
 from ..special import bessel_ratio, log_iv, log_vmf_normalizer
 
-__all__ = ["stack", "kappas", "log_c", "logit_scale", "reduction_weights", "residuals", "case_facts"]
+__all__ = ["stack", "kappas", "log_c", "logit_scale", "positive_logits", "reduction_weights", "residuals",
+           "case_facts"]
 
 
 def stack(x: dict):
@@ -49,6 +50,19 @@ def logit_scale(x: dict, loss: str, d: int, temperature) -> np.ndarray:
     full = np.broadcast_to(s, (n2, n2)).copy()
     np.fill_diagonal(full, -np.inf)
     return np.max(full, axis=1) if n2 > 1 else s
+
+
+def positive_logits(x: dict, loss: str, d: int, temperature) -> np.ndarray:
+    """``F_{a,p(a)}`` of each anchor: the number the textbook ``-F_ap + logsumexp_b F_ab``
+    subtracts, whose rounding is the smallest non-zero loss that form can return."""
+    n = x["z1"].shape[0]
+    _, mu, _, _ = stack(x)
+    pos = (np.arange(2 * n) + n) % (2 * n)
+    c = np.sum(mu * mu[pos], axis=1)
+    if loss == "ntxent":
+        return c / temperature
+    k = kappas(x)[pos]
+    return log_c(d, k) + k * c
 
 
 def reduction_weights(reduction: str, n: int) -> np.ndarray:
@@ -96,14 +110,32 @@ def residuals(x: dict, loss: str, d: int, temperature, weights):
     return w, g, mu, norm, cos, length
 
 
+def _logit_range(x: dict, loss: str, d: int, temperature, cos) -> dict:
+    """Where ``exp`` of the logits, unshifted, leaves the floats: the largest logit of a candidate
+    (``max_logit``) and of an anchor with itself (``max_self_logit``, ``F_aa``, which an
+    implementation that masks after ``exp`` also exponentiates), and the smallest over the
+    anchors of their largest candidate's logit (``min_top_logit``)."""
+    if loss == "pcl":
+        k = kappas(x)
+        f = log_c(d, k)[None, :] + k[None, :] * cos
+    else:
+        f = cos / temperature
+    self_logits = np.diagonal(f).copy()
+    off = f.copy()
+    np.fill_diagonal(off, -np.inf)
+    return {"max_logit": float(np.max(off)), "max_self_logit": float(np.max(self_logits)),
+            "min_top_logit": float(np.min(np.max(off, axis=1)))}
+
+
 def case_facts(x: dict, loss: str, d: int, temperature, tags: frozenset, ref_losses) -> dict:
     """Numbers the regime diagnoses read, computed once per case: N, d, the tags, the raw
-    norms' range, the smallest loss and, for the PCL, the range of kappa and where
-    ``log ive`` is smallest and ``log I_nu`` largest."""
+    norms' range, the smallest loss, the logits' range and, for the PCL, the range of kappa
+    and where ``log ive`` is smallest and ``log I_nu`` largest."""
     n = x["z1"].shape[0]
     _, _, norm, cos = stack(x)
     facts = {"n": n, "d": d, "tags": tags, "min_norm": float(np.min(norm)), "max_norm": float(np.max(norm)),
              "min_loss": float(np.min(ref_losses)) if n > 1 else 0.0}
+    facts.update(_logit_range(x, loss, d, temperature, cos))
     if loss == "pcl":
         k = kappas(x)
         nu = d / 2 - 1

@@ -43,6 +43,7 @@ class Reference:
     grad_scale: dict  # per row (z) or entry (kappa): max(block max-norm, terms' scale, floor / tol)
     positive_scale: dict  # per row or entry: the positive's terms with weights of size w_a
     facts: dict
+    positive_logit: np.ndarray | None = None  # per anchor: F_{a,p(a)}
 
     @property
     def raised(self) -> bool:
@@ -111,7 +112,8 @@ def reference(x: dict, case: Case, conv: Convention, dtype: str) -> Reference:
         positive_scale[key] = positive[part][rows]
     facts = host.case_facts(x, conv.loss, case.d, case.temperature, case.tags, losses)
     return Reference(dtype, losses, loss, grads, weights, size + math.log(n2), loss_tol, floor,
-                     grad_tol, grad_scale, positive_scale, facts)
+                     grad_tol, grad_scale, positive_scale, facts,
+                     host.positive_logits(x, conv.loss, case.d, case.temperature))
 
 
 _CACHE: dict = {}
@@ -151,7 +153,10 @@ def loss_error(got, ref: Reference, reduction: str, want=None, weights=None) -> 
         aw = np.abs(weights)
         total = float(np.sum(weights * want))
         mass = float(np.sum(aw * np.abs(want)))
-        tol = float(np.sum(aw * np.abs(want) * ref.loss_tol)) / mass if mass > 0 else float(np.max(ref.loss_tol))
+        # the weighted mean of the anchors' tolerances (shares first: a mass near the smallest
+        # subnormal would underflow the products)
+        tol = float(np.sum((aw * np.abs(want) / mass) * ref.loss_tol)) if mass > 0 else float(np.max(ref.loss_tol))
+        tol = max(tol, float(np.min(ref.loss_tol)))
         floor = max(1.0, float(np.sum(aw))) * ref.loss_floor
         return float(abs(float(got) - total) / max(abs(total), floor / tol)), tol
 

@@ -7,9 +7,15 @@ import math
 import textwrap
 from dataclasses import dataclass
 
+import numpy as np
+
 from .. import __version__
 from .convention import Convention, grad_keys
 from .tolerances import ROUNDING, TOLERANCES
+
+#: A float32 failure within this many units of roundoff of the logits' size is at the level
+#: of the rounding no float32 implementation avoids (twice the raised tolerance).
+ROUNDING_LEVEL = 2 * ROUNDING
 
 __all__ = ["Report"]
 
@@ -48,6 +54,60 @@ def _row(r, grad_names: tuple) -> str:
         extra += f"  (tol {', '.join(tol)})"
     return (f"{r.case:<24}{r.n:>5}{r.d:>6}  {r.dtype:<8}{cells[0]:>9}"
             + "".join(f"{c:>10}" for c in cells[1:]) + f"  {_RESULT_WORDS[r.status]}{extra}")
+
+
+def _what_fails(results, grad_names: tuple) -> str:
+    """Which quantities fail in how many runs: the loss first, then each gradient block."""
+    tried = [r for r in results if r.status != "skip"]
+    bad = [r for r in tried if r.status in ("fail", "error")]
+    if not bad:
+        return ""
+    raised = sum(r.status == "error" for r in bad)
+    count = {k: sum(k in r.wrong or k in r.nonfinite for r in bad) for k in ("loss",) + grad_names}
+    blocks = [k for k in grad_names if count[k]]
+    other = [f"{raised} run{'s' if raised != 1 else ''} raise{'s' if raised == 1 else ''}"] if raised else []
+    for key, words in (("shape", "the output's shape"), ("dtype", "the output's dtype")):
+        n = sum(key in r.wrong for r in bad)
+        if n:
+            other.append(f"{words} is wrong in {n}")
+    n = len(tried)
+    if not count["loss"] and not raised:
+        head = ("the loss agrees in every run; only the gradient" + ("s" if len(blocks) != 1 else "")
+                + " of " + ", ".join(blocks) + " fail" + ("" if len(blocks) != 1 else "s")
+                + f" (in {len({r.run for r in bad if set(r.wrong) & set(blocks)})} of {n} runs)") if blocks else ""
+    else:
+        head = f"the loss in {count['loss']} of {n} runs" + "".join(f"; grad {k} in {count[k]}" for k in blocks)
+    return "; ".join(p for p in [head] + other if p)
+
+
+def _float32_note(results) -> list[str]:
+    """Which float32 runs have their tolerance raised for the logits' rounding, and which of
+    the failing float32 runs are within the level of that rounding."""
+    runs = [r for r in results if r.dtype == "float32" and r._ref is not None and r.status != "skip"]
+    if not runs:
+        return []
+    eps = float(np.finfo(np.float32).eps)
+    raised = [r for r in runs if r._ref.raised]
+    note = (f"float32: a float32 computation rounds each cosine by about eps32, and kappa (or 1/tau) multiplies "
+            f"that: the logits move by up to about eps32 x S (S their size, max_b |log C_d(kappa_b)| + kappa_b or "
+            f"1/tau), which no float32 implementation avoids. In {len(raised)} of the {len(runs)} float32 runs that "
+            f"exceeds the contract's float32 bounds, and the tolerance is raised to {ROUNDING} eps32 S there "
+            "(marked 'tol').")
+    failing = [r for r in runs if r.status == "fail" and not r.nonfinite and set(r.wrong) - {"dtype"}]
+    if failing:
+        level = [r for r in failing if _in_rounding_units(r, eps) <= ROUNDING_LEVEL]
+        note += (f" Of the {len(failing)} failing float32 runs with finite results, {len(level)} "
+                 f"{'is' if len(level) == 1 else 'are'} within {ROUNDING_LEVEL} eps32 S, the level of that "
+                 "rounding" + (f" ({_group_runs([r.run for r in level])})" if level else "")
+                 + f", and {len(failing) - len(level)} beyond it, which is more than rounding.")
+    return [note]
+
+
+def _in_rounding_units(r, eps: float) -> float:
+    """A run's worst failing error in units of ``eps`` times its logits' largest size."""
+    size = float(np.max(r._ref.logit_size))
+    worst = max((r.errors[k] for k in r.wrong if k in r.errors), default=0.0)
+    return worst / (eps * size)
 
 
 def _finding_lines(findings) -> list[str]:
@@ -116,6 +176,7 @@ class Report:
             "rounding": ROUNDING,
             "runs": [r.to_dict() for r in self.results],
             "worst": self.worst(),
+            "what_fails": _what_fails(self.results, grad_keys(conv)),
             "diagnoses": [f.to_dict() for f in self.findings],
             "counts": self.counts(),
             "passed": self.passed,
@@ -147,6 +208,8 @@ class Report:
         for dt, worst in self.worst().items():
             lines.append(f"worst errors ({dt}): " + ", ".join(
                 f"{('loss' if k == 'loss' else labels[k])} {v:.1e}" for k, v in worst.items()))
+        for note in _float32_note(self.results):
+            lines += textwrap.wrap(note, 100, subsequent_indent="  ")
         return lines
 
     def to_text(self) -> str:
@@ -158,6 +221,9 @@ class Report:
         lines = self._head() + [head, "-" * len(head)]
         lines += [_row(r, grad_names) for r in self.results]
         lines += [""] + self._summary(labels)
+        what = _what_fails(self.results, grad_names)
+        if what:
+            lines += [""] + textwrap.wrap(f"What fails: {what}.", 100, subsequent_indent="  ")
         if self.findings:
             lines += _finding_lines(self.findings)
         c = self.counts()

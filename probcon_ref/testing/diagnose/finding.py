@@ -24,6 +24,7 @@ class Finding:
     summary: str
     detail: str
     runs: list = field(default_factory=list)  # (case name, dtype) pairs
+    key: tuple = field(default=(), repr=False, compare=False)  # what a diagnosis matched, for the others
 
     def to_dict(self) -> dict:
         """The finding as JSON values."""

@@ -38,6 +38,21 @@ def _loss_size_ratio(ref: Reference, reduction: str) -> float:
     return abs(float(ref.loss)) / float(np.sum(np.abs(ref.weights) * ref.logit_size))
 
 
+def _quantised(got, ref: Reference, reduction: str) -> bool:
+    """Is the loss what a difference of two numbers of the positive's logit's size can be?
+
+    ``lse - F_ap`` in floating point is 0 or at least about one unit of roundoff of
+    ``F_ap``; a loss far below that but not 0 (a tiny loss computed from the differences,
+    of another formula) is not the textbook form's.
+    """
+    eps = float(np.finfo(ref.dtype).eps)
+    quantum = 0.25 * eps * np.abs(ref.positive_logit)
+    got = np.asarray(got, dtype=np.float64)
+    if reduction == "none":
+        return bool(np.all((got == 0) | (np.abs(got) >= quantum) | (np.abs(ref.losses) >= quantum)))
+    return bool(got == 0 or abs(float(got)) >= float(np.min(np.abs(ref.weights) * quantum)))
+
+
 def _positive_rounding(got, ref: Reference, key: str) -> bool:
     """Is a block's error that of the positive's terms computed with weights of size ``w_a``?
 
@@ -101,7 +116,7 @@ def precision_findings(results: list, conv, explained: set) -> tuple[list, set]:
         wrong = [k for k in r.wrong if k != "dtype"]
         covered = set()
         if "loss" in wrong and loss_rounding(r._got_loss, ref, conv.reduction) <= ROUNDING_LEVEL \
-                and _loss_size_ratio(ref, conv.reduction) <= SMALL:
+                and _loss_size_ratio(ref, conv.reduction) <= SMALL and _quantised(r._got_loss, ref, conv.reduction):
             covered.add("loss")
             loss_hits[r.run] = r
         blocks = [k for k in wrong if k != "loss"]

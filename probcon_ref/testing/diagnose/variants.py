@@ -1,10 +1,12 @@
 """What it computes instead: the loss under known wrong conventions, and the matching.
 
 The failing loss values are compared with the loss evaluated, on the same inputs, under
-each :class:`Variant` (diagonal not excluded, normaliser missing, log-kappa read as kappa,
-...) and each wrong :class:`Reduction` (mean over N, sum for mean, ...), and their
-combinations. A combination that reproduces the failing runs, and is also reproduced in a
-run where it differs from the reference by more than the logits' rounding, is reported.
+each :class:`Variant` (diagonal not excluded, normaliser missing or of another dimension,
+the anchor's concentration in place of the candidate's, log-kappa read as kappa, ...; the
+logits of each are in ``logits``) and each wrong :class:`Reduction` (mean over N, sum for
+mean, ...), and their combinations. A combination that reproduces the failing runs, and is
+also reproduced in a run where it differs from the reference by more than the logits'
+rounding, is reported.
 """
 
 from __future__ import annotations
@@ -13,18 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...special import log_iv
-from ..host import kappas, log_c, reduction_weights, stack
+from ..host import reduction_weights
 from ..measure import loss_error, loss_rounding
 from .finding import MATCH, ROUNDING_LEVEL, Finding
+from .logits import NORMALISER_SHIFTS, shift_text, variant_losses
 
 __all__ = ["Variant", "VARIANTS", "VARIANT_BY_KEY", "variant_losses", "Reduction", "REDUCTIONS",
            "alternative_weights", "variant_findings"]
-
-
-# ---------------------------------------------------------------------------------------
-# The loss under a wrong convention
-# ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -37,121 +34,37 @@ class Variant:
     detail: str
 
 
-
-def _stable_losses(f, candidates, pos):
-    """``-F_ap + log sum_{b in candidates} exp(F_ab)`` per anchor, from the gaps to the positive.
-
-    As SPEC section 4 computes it (``m + log1p(...)``), so that a variant's tiny losses keep
-    their digits; the positive need not be among the candidates (a variant may drop it).
-    """
-    rows = np.arange(f.shape[0])
-    gaps = np.where(candidates, f - f[rows, pos][:, None], -np.inf)
-    has_pos = candidates[rows, pos]
-    others = gaps.copy()
-    others[rows, pos] = -np.inf
-    m = np.max(others, axis=1)
-    m = np.where(has_pos, np.maximum(m, 0.0), m)
-    m = np.where(np.isfinite(m), m, 0.0)
-    s = np.sum(np.exp(others - m[:, None]), axis=1)
-    return m + np.where(has_pos, np.log1p(s + np.expm1(-m)), np.log(s))
+#: nu + shift in terms of d, for the texts of the normaliser's variants.
+_NU_OF_D = {1.0: "d/2", 0.5: "(d - 1)/2", -0.5: "(d - 3)/2", -1.0: "d/2 - 2"}
+_NORMALISER_FORM = ("log C_d(kappa) = nu log(kappa) - (d/2) log(2 pi) - log I_nu(kappa) with nu = d/2 - 1 "
+                    "(SPEC section 1). ")
 
 
-
-def _cosines(key: str, x: dict, memo: dict):
-    """The cosines, or for ``"unnormalised"`` the raw dot products (None where they are
-    not finite, or where every raw norm is 1 and they are the cosines)."""
-    if "stack" not in memo:
-        memo["stack"] = stack(x)
-    z, _, _, cos = memo["stack"]
-    if key != "unnormalised":
-        return cos
-    with np.errstate(over="ignore", invalid="ignore"):
-        dots = z @ z.T
-    if not np.all(np.isfinite(dots)) or np.allclose(np.linalg.norm(z, axis=1), 1.0):
-        return None
-    return dots
-
-
-def _pcl_logits(key: str, x: dict, d: int, cos, kappa_mode: str, memo: dict):
-    """The PCL logits ``F_ab`` (all pairs) under variant ``key``; None where it is undefined."""
-    k = kappas(x)
-    if key == "exp-kappa":
-        if np.max(k) > 600:
-            return None
-        k = np.exp(k)
-    if key == "kappa-as-log":
-        if kappa_mode != "log" or np.min(k) < 1.0:
-            return None
-        k = np.log(k)
-    if key in ("exp-kappa", "kappa-as-log"):
-        lc = log_c(d, k)
+def _normaliser_variant(key: str) -> Variant:
+    """The texts of one of the normaliser's dimension, power or order variants."""
+    dp, do = NORMALISER_SHIFTS[key]
+    if dp == do:
+        dim = f"d {'+' if dp > 0 else '-'} {abs(int(round(2 * dp)))}"
+        summary = (f"the normaliser is that of dimension {dim}: the power of kappa and the Bessel order are "
+                   f"both nu {shift_text(dp)} = {_NU_OF_D[dp]}, not d/2 - 1")
+        detail = (_NORMALISER_FORM + f"These results are those of log C_{{{dim}}} (nu = {_NU_OF_D[dp]} in both "
+                  "places); its constant -(d/2) log(2 pi) is the same for every candidate and cancels, so "
+                  "whether it changed too cannot be told.")
+        if dp == -0.5:
+            detail += " The sphere's own dimension d - 1 is probably taken for the ambient space's d."
+    elif dp:
+        summary = (f"the power of kappa in the normaliser is nu {shift_text(dp)} = {_NU_OF_D[dp]}, "
+                   "not nu = d/2 - 1 (the Bessel order is right)")
+        detail = _NORMALISER_FORM + f"These results have {_NU_OF_D[dp]} log(kappa) with I_{{d/2-1}}(kappa)."
     else:
-        if "log_c" not in memo:
-            memo["log_c"] = log_c(d, k)
-        lc = memo["log_c"]
-    if key == "no-normaliser":
-        return k[None, :] * cos
-    if key == "normaliser-sign":
-        return -lc[None, :] + k[None, :] * cos
-    if key == "normaliser-order":
-        if np.any(k == 0):
-            return None
-        nu = d / 2 - 1
-        wrong = lc + np.asarray(log_iv(nu, k)) - np.asarray(log_iv(nu + 1, k))
-        return wrong[None, :] + k[None, :] * cos
-    if key == "anchor-kappa":
-        return k[:, None] * cos
-    return lc[None, :] + k[None, :] * cos
+        summary = (f"the normaliser uses I_{{{_NU_OF_D[do]}}} instead of I_{{d/2-1}} (the Bessel order is "
+                   f"nu {shift_text(do)}; the power of kappa is right)")
+        detail = _NORMALISER_FORM + f"These results have (d/2 - 1) log(kappa) with I_{{{_NU_OF_D[do]}}}(kappa)."
+    return Variant(key, "pcl", summary, detail)
 
 
-def _ntxent_logits(key: str, cos, temperature):
-    """The NT-Xent logits under variant ``key``; None where it is the reference's."""
-    if key == "temperature-multiplied":
-        return cos * temperature
-    if key.startswith("temperature="):
-        t = float(key.split("=", 1)[1])
-        return None if t == temperature else cos / t
-    return cos / temperature
-
-
-def _candidates(key: str, n: int):
-    """Which ``b`` enter anchor ``a``'s denominator under variant ``key`` ((2N, 2N) booleans;
-    None where it is undefined)."""
-    idx = np.arange(2 * n)
-    pos = (idx + n) % (2 * n)
-    if key in ("self-included", "self-zero-logit"):
-        return np.ones((2 * n, 2 * n), dtype=bool)
-    if key == "positive-excluded":
-        return None if n == 1 else (idx[:, None] != idx[None, :]) & (idx[None, :] != pos[:, None])
-    if key == "cross-view-only":
-        view = idx // n
-        return view[:, None] != view[None, :]
-    return idx[:, None] != idx[None, :]
-
-
-def variant_losses(key: str, x: dict, loss: str, d: int, temperature, kappa_mode: str = "kappa",
-                   memo: dict | None = None):
-    """Per-anchor losses (2N,) under variant ``key``; None where it is undefined.
-
-    ``memo`` (a dict) keeps the pieces shared by the variants of one batch.
-    """
-    memo = {} if memo is None else memo
-    n = x["z1"].shape[0]
-    cos = _cosines(key, x, memo)
-    if cos is None:
-        return None
-    f = _pcl_logits(key, x, d, cos, kappa_mode, memo) if loss == "pcl" else _ntxent_logits(key, cos, temperature)
-    candidates = _candidates(key, n)
-    if f is None or candidates is None:
-        return None
-    f = np.array(f, dtype=np.float64)
-    idx = np.arange(2 * n)
-    if key == "self-zero-logit":
-        f[idx, idx] = 0.0
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        out = _stable_losses(f, candidates, (idx + n) % (2 * n))
-    return out if np.all(np.isfinite(out)) else None
-
+_CANCELS = ("the anchor's normaliser log C_d(kappa_a) is the same for every candidate of anchor a and "
+            "cancels in its softmax, so with it or without it the loss is the same")
 
 VARIANTS: tuple[Variant, ...] = (
     Variant("self-included", "both", "the anchor itself is a candidate (diagonal not excluded)",
@@ -168,18 +81,36 @@ VARIANTS: tuple[Variant, ...] = (
             "style); SPEC section 3 uses all 2N - 1 other views, those of its own view included."),
     Variant("unnormalised", "both", "raw dot products are used instead of cosines",
             "The embeddings are not normalised: the logits use z_a . z_b instead of the cosine."),
-    Variant("no-normaliser", "pcl", "the vMF normaliser log C_d(kappa_b) is missing",
-            "The logits are kappa_b c_ab without log C_d(kappa_b). The normaliser cancels only "
-            "when every kappa is equal (the NT-Xent limit)."),
+    Variant("no-normaliser", "pcl", "the vMF normaliser log C_d(kappa_b) is missing (or is the anchor's)",
+            "The logits are kappa_b c_ab without log C_d(kappa_b), or with the anchor's log C_d(kappa_a) in "
+            f"its place: {_CANCELS}. The candidate's normaliser cancels only when every kappa is equal "
+            "(the NT-Xent limit)."),
     Variant("normaliser-sign", "pcl", "log C_d(kappa_b) enters with the wrong sign",
             "The logits use -log C_d(kappa_b) + kappa_b c_ab; the vMF log-density is "
             "+log C_d(kappa) + kappa c."),
-    Variant("normaliser-order", "pcl", "the normaliser uses I_{d/2} instead of I_{d/2-1}",
-            "log C_d(kappa) = (d/2 - 1) log kappa - (d/2) log(2 pi) - log I_{d/2-1}(kappa); the "
-            "Bessel order is off by one."),
-    Variant("anchor-kappa", "pcl", "the anchor's concentration is used instead of the candidate's",
-            "The logits are kappa_a c_ab (a per-anchor temperature); in SPEC section 3 each candidate b "
-            "carries its own log C_d(kappa_b) + kappa_b c_ab."),
+) + tuple(_normaliser_variant(key) for key in NORMALISER_SHIFTS) + (
+    Variant("anchor-kappa", "pcl", "the anchor's concentration and normaliser are used instead of the "
+            "candidate's (kappa_a c_ab)",
+            "The logits are log C_d(kappa_a) + kappa_a c_ab, a per-anchor temperature: the anchor's vMF "
+            f"density, not the candidate's; {_CANCELS}. In SPEC section 3 each candidate b carries its own "
+            "log C_d(kappa_b) + kappa_b c_ab."),
+    Variant("anchor-concentration", "pcl", "the anchor's concentration multiplies the cosine, with the "
+            "candidate's normaliser (log C_d(kappa_b) + kappa_a c_ab)",
+            "The logits are log C_d(kappa_b) + kappa_a c_ab: the normaliser is the candidate's but the "
+            "concentration is the anchor's. In SPEC section 3 both are the candidate's, "
+            "log C_d(kappa_b) + kappa_b c_ab."),
+    Variant("kappa-product", "pcl", "the two views' concentrations are multiplied "
+            "(log C_d(kappa_b) + kappa_a kappa_b c_ab)",
+            "The cosine is multiplied by kappa_a kappa_b; in SPEC section 3 it is the candidate's kappa_b "
+            "alone: the candidate's vMF density evaluated at the anchor's direction."),
+    Variant("kappa-product-no-normaliser", "pcl", "the two views' concentrations are multiplied, with no "
+            "normaliser (kappa_a kappa_b c_ab)",
+            f"The logits are kappa_a kappa_b c_ab, without the candidate's normaliser ({_CANCELS}). SPEC "
+            "section 3: log C_d(kappa_b) + kappa_b c_ab."),
+    Variant("kappa-product-normalised", "pcl", "the two views' concentrations are multiplied, normaliser "
+            "included (log C_d(kappa_a kappa_b) + kappa_a kappa_b c_ab)",
+            "The logits are the vMF log-density of concentration kappa_a kappa_b; SPEC section 3 has the "
+            "candidate's kappa_b: log C_d(kappa_b) + kappa_b c_ab."),
     Variant("exp-kappa", "pcl", "the function takes log-kappa",
             "Its results equal the reference evaluated at exp(kappa): it reads its third and fourth "
             "arguments as log-concentrations. If that is its convention, validate with --kappa log."),
@@ -316,7 +247,7 @@ def _finding(key: tuple, runs: set) -> Finding:
         details.append(red.detail)
     signature = "+".join(k for k in (vkey, rkey) if k not in ("reference", "declared"))
     summary = "; ".join(summaries)
-    return Finding(signature, summary[0].upper() + summary[1:], " ".join(details), sorted(runs))
+    return Finding(signature, summary[0].upper() + summary[1:], " ".join(details), sorted(runs), ("variant", *key))
 
 
 def variant_findings(results: list, conv, cases: dict) -> tuple[list, set]:
@@ -338,7 +269,10 @@ def variant_findings(results: list, conv, cases: dict) -> tuple[list, set]:
         if best is None or best[0] == 0:
             break
         key = best[2]
-        findings.append(_finding(key, hits[key]))
+        finding = _finding(key, hits[key])
+        finding.detail += (f" The variant reproduces the loss in {len(hits[key])} of the {len(defined[key])} "
+                           "runs where it differs from the reference.")
+        findings.append(finding)
         explained |= hits[key]
         remaining -= hits[key]
     return findings, explained

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import combinations
 from typing import Callable
 
 import numpy as np
@@ -19,7 +20,7 @@ import numpy as np
 from ..regimes import keys
 from .finding import Finding
 
-__all__ = ["LOG_TINY", "LOG_MAX", "TINY", "Predicate", "PREDICATES", "cover_by_regimes"]
+__all__ = ["LOG_TINY", "LOG_MAX", "LOG_SUBNORMAL", "TINY", "Predicate", "PREDICATES", "cover_by_regimes"]
 
 LOG_TINY = {"float64": math.log(np.finfo(np.float64).tiny), "float32": math.log(np.finfo(np.float32).tiny)}
 LOG_MAX = {"float64": math.log(np.finfo(np.float64).max), "float32": math.log(np.finfo(np.float32).max)}
@@ -60,6 +61,30 @@ def _iv_overflow(f, dtype):
         return f"I_{nu:g}({k:.3g}) = 10^{value / math.log(10):.0f} overflows {dtype}"
     return None
 
+
+
+#: log of the smallest positive (subnormal) number of each dtype: exp below it is 0.
+LOG_SUBNORMAL = {dt: math.log(float(np.finfo(dt).smallest_subnormal)) for dt in ("float64", "float32")}
+
+
+def _exp_overflow(f, dtype):
+    """Where exp of a logit, the anchor's own included, overflows ``dtype``: why, or None."""
+    if "max_logit" not in f:
+        return None
+    top = max(f["max_logit"], f["max_self_logit"])
+    if top > LOG_MAX[dtype]:
+        whose = "the anchor's own, F_aa" if f["max_self_logit"] >= f["max_logit"] else "a candidate's"
+        return f"largest logit {top:.4g} ({whose}) > {LOG_MAX[dtype]:.4g}"
+    return None
+
+
+def _exp_underflow(f, dtype):
+    """Where exp of every candidate's logit of some anchor underflows ``dtype``: why, or None."""
+    if "min_top_logit" not in f or f["n"] < 1:
+        return None
+    if f["min_top_logit"] < LOG_SUBNORMAL[dtype]:
+        return f"an anchor's largest candidate logit is {f['min_top_logit']:.4g} < {LOG_SUBNORMAL[dtype]:.4g}"
+    return None
 
 
 PREDICATES: tuple[Predicate, ...] = (
@@ -155,6 +180,24 @@ PREDICATES: tuple[Predicate, ...] = (
         "both large and cancel in log C_d; use the scaled form log I_nu(x) - nu log x.",
         lambda f, dt: f"min kappa {f['min_kappa']:.1e}" if (f.get("min_kappa") or 1) <= 1e-3 else None),
     Predicate(
+        "exp-overflow", "Fails only where exp of a logit overflows (exp taken without subtracting the "
+        "row's maximum)",
+        "Every case in this group has a logit F_ab above the log of the largest number of the dtype "
+        f"({LOG_MAX['float32']:.1f} in float32, {LOG_MAX['float64']:.1f} in float64; {{example}}), counting the anchor's own F_aa, which an "
+        "implementation that masks the diagonal after exp also exponentiates. exp of it is infinite, and "
+        "inf / inf, or inf times a mask's 0, is NaN. Subtract each row's maximum before exp (as "
+        "logsumexp does), or compute the loss from the differences to the positive's logit "
+        "(SPEC section 4).",
+        _exp_overflow),
+    Predicate(
+        "exp-underflow", "Fails only where exp of every candidate's logit of an anchor underflows "
+        "(exp taken without subtracting the row's maximum)",
+        "Every case in this group has an anchor all of whose candidates' logits are below the log of the "
+        f"smallest positive number of the dtype ({LOG_SUBNORMAL['float32']:.1f} in float32, "
+        f"{LOG_SUBNORMAL['float64']:.1f} in float64; {{example}}): exp "
+        "of each is 0, and the softmax is 0 / 0. Subtract each row's maximum before exp (SPEC section 4).",
+        _exp_underflow),
+    Predicate(
         "float32", "Fails only in float32",
         "The failures of this group are float32 runs: an operation loses more than single precision "
         "allows (cancellation, accumulation, or a constant that overflows float32).",
@@ -162,54 +205,87 @@ PREDICATES: tuple[Predicate, ...] = (
 )
 
 
+def _allowed(members: int) -> int:
+    """How many runs of a regime may pass while it is still said to fail there: one in ten."""
+    return members // 10
+
+
+def _covers(truth: dict, failing: set, passing: set, skip) -> list:
+    """The sets of at most three regimes that hold every run of ``failing``, each regime
+    failing in all its runs but :func:`_allowed` of them, best first: fewest regimes, then
+    fewest runs that pass in them, then the fewest runs in all."""
+    eligible = []
+    for order, p in enumerate(PREDICATES):
+        members = {r for r, why in truth[p.key].items() if why}
+        if p.key in skip or not members & failing or len(members & passing) > _allowed(len(members)):
+            continue
+        eligible.append((order, p, members))
+    found = []
+    for size in (1, 2, 3):
+        for combo in combinations(eligible, size):
+            union = set().union(*(m for _, _, m in combo))
+            if failing <= union:
+                passes = sum(len(m & passing) for _, _, m in combo)
+                found.append(((size, passes, len(union), [o for o, _, _ in combo]), combo))
+        if found:
+            break
+    return [combo for _, combo in sorted(found, key=lambda item: item[0])]
+
+
+def _regime_finding(p, members: set, truth: dict, all_failing: set, passing: set, tried: set,
+                    others: list) -> Finding:
+    """The finding of regime ``p``: its summary says "only" when it holds every failing run of
+    the report; the counts, the exceptions and what lies outside it are measured."""
+    hit = sorted(members & all_failing)
+    example_run = next((r for r in hit if r[1] == "float64"), hit[0])
+    detail = p.detail.replace("{example}", f"{example_run[0]} ({example_run[1]}): {truth[p.key][example_run]}")
+    summary = p.summary if all_failing <= members else p.summary.replace("Fails only ", "Fails ")
+    failed, exceptions = members & all_failing, sorted(members & passing)
+    if exceptions:
+        summary += f" ({len(failed)} of {len(members)} runs in this regime fail)"
+        detail += (" In this regime " + ", ".join(f"{c} ({dt})" for c, dt in exceptions)
+                   + (" passes." if len(exceptions) == 1 else " pass."))
+    elif len(members) == 1:
+        summary += " (the one run in this regime fails)"
+    else:
+        summary += f" (all {len(members)} runs in this regime fail)"
+    union = members.union(*(m for _, m in others))
+    outside = (tried - union) & all_failing
+    scope = "it" if not others else "it and " + ", ".join(key for key, _ in others)
+    if others:
+        detail += (f" Together with {', '.join(key for key, _ in others)}, this regime holds every failing run "
+                   "that no other finding explains.")
+    if outside:
+        detail += f" The {len(outside)} failing runs outside {scope} are explained by the other findings."
+    else:
+        detail += f" Every run outside {scope} passes."
+    return Finding(p.key, summary, detail, hit)
+
+
 def cover_by_regimes(facts_of_run: dict, failing: set, passing: set, all_failing: set | None = None,
                      skip=()) -> tuple[list[Finding], set]:
-    """Regime predicates that together explain the failing runs; returns findings and the rest.
+    """The regimes that hold the failing runs ``failing``, or none; returns findings and the rest.
 
-    A run is ``(case name, dtype)``. A predicate is eligible if at least half of the runs in
-    its regime fail; the most precise one that covers most of what is still unexplained is
-    taken first. ``all_failing`` (default ``failing``) is every failing run of the report: a
-    summary says "Fails only ..." when its regime holds all of them, "Fails ..." otherwise.
-    Predicates whose key is in ``skip`` are not used.
+    A run is ``(case name, dtype)``. A regime explanation is a claim, so it is made only when
+    it is true of the runs: at most three regimes whose union holds every run of ``failing``,
+    each failing in all its runs but one in ten (the summary gives the counts, the detail
+    names the exceptions). A summary says "Fails only ..." when its regime holds every
+    failing run of the report (``all_failing``, default ``failing``, some of which other
+    findings explain), "Fails ..." otherwise. When no such set exists, nothing is claimed
+    and every run of ``failing`` is returned as the rest. Predicates whose key is in ``skip``
+    are not used.
     """
-    findings: list[Finding] = []
     if not failing or not passing:
-        return findings, set(failing)
+        return [], set(failing)
     all_failing = set(failing) if all_failing is None else set(all_failing)
-    truth = {}
-    for p in PREDICATES:
-        truth[p.key] = {run: p.test(f, run[1]) for run, f in facts_of_run.items()}
-    uncovered = set(failing)
-    used = set(skip)
-    while uncovered:
-        best = None
-        for order, p in enumerate(PREDICATES):
-            if p.key in used:
-                continue
-            members = {r for r, why in truth[p.key].items() if why}
-            if not members & uncovered:
-                continue
-            precision = len(members & failing) / len(members)
-            if precision < 0.5:
-                continue
-            score = (precision, len(members & uncovered), -order)
-            if best is None or score > best[0]:
-                best = (score, p, members)
-        if best is None:
-            break
-        _, p, members = best
-        used.add(p.key)
-        hit = sorted(members & failing)
-        example_run = next((r for r in hit if r[1] == "float64"), hit[0])
-        detail = p.detail.replace("{example}", f"{example_run[0]} ({example_run[1]}): "
-                                  f"{truth[p.key][example_run]}")
-        # counted over every failing run of the report, some of which other findings explain
-        failed = members & all_failing
-        summary = p.summary if all_failing <= members else p.summary.replace("Fails only ", "Fails ")
-        if failed != members:
-            summary += f" ({len(failed)} of {len(members)} runs in this regime fail)"
-        else:
-            summary += f" (all {len(members)} runs in this regime fail)"
-        findings.append(Finding(p.key, summary, detail, hit))
-        uncovered -= members
-    return findings, uncovered
+    truth = {p.key: {run: p.test(f, run[1]) for run, f in facts_of_run.items()} for p in PREDICATES}
+    covers = _covers(truth, set(failing), set(passing), set(skip))
+    if not covers:
+        return [], set(failing)
+    combo = covers[0]
+    tried = set(facts_of_run)
+    findings = []
+    for _, p, members in combo:
+        others = [(q.key, m) for _, q, m in combo if q is not p]
+        findings.append(_regime_finding(p, members, truth, all_failing, set(passing), tried, others))
+    return findings, set()
