@@ -1,7 +1,7 @@
 """``probcon-ref validate``: the battery, the verdict, and each diagnosis on a known mistake.
 
 The deliberately broken implementations live in ``tests/peers/broken_pcl.py`` (PyTorch) and
-``tests/peers/textbook.py`` (NumPy: the two textbook forms of SPEC section 4, and a float64
+``tests/peers/textbook.py`` (NumPy: the two textbook forms of the contract, section 4, and a float64
 output); each is correct but for one mistake, and the validator must both reject it and
 name the mistake.
 """
@@ -240,7 +240,7 @@ def test_calling_convention_mismatch():
 
 
 # ---------------------------------------------------------------------------------------
-# The textbook forms of SPEC section 4, and the measure that rejects them
+# The textbook forms of the contract, section 4, and the measure that rejects them
 # ---------------------------------------------------------------------------------------
 
 
@@ -329,8 +329,8 @@ def test_loss_underflowing_to_zero_is_measured_against_a_floor_of_subnormals():
 
 
 def test_tolerance_is_raised_only_where_the_logits_rounding_exceeds_it():
-    """SPEC section 6's tolerances, raised to ROUNDING eps S where the logits' size S makes that
-    larger; the report says which runs, and the reference meets SPEC's bound there anyway."""
+    """The tolerances of the contract, section 6, raised to ROUNDING eps S where the logits' size S makes that
+    larger; the report says which runs, and the reference meets the contract's bound there anyway."""
     report = validate(pcl_loss_and_grad, cases=["random", "large-d"], dtypes=["float64"])
     by_case = {r.case: r for r in report.results}
     assert by_case["random"].tolerances == {k: TOLERANCES["float64"][k != "loss"] for k in by_case["random"].errors}

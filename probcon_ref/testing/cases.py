@@ -1,4 +1,4 @@
-"""The battery of ``validate``: one :class:`Case` per regime of SPEC section 6, and more.
+"""The battery of ``validate``: one :class:`Case` per regime of the contract, section :ref:`6 <contract-accuracy>`, and more.
 
 Each case is a batch drawn from a NumPy generator seeded with ``[seed, index]``, so a seed
 gives the same battery on one machine (another CPU may round the draws differently in the
@@ -226,7 +226,7 @@ def _battery(loss: str, temperature: float | None, seed: int) -> tuple[Case, ...
 
 
 def battery(loss: str = "pcl", *, temperature: float | None = None, seed: int = 0) -> list[Case]:
-    """The validation cases for ``loss`` ("pcl" or "ntxent"), covering the regimes SPEC section 6
+    """The validation cases for ``loss`` ("pcl" or "ntxent"), covering the regimes the contract, section :ref:`6 <contract-accuracy>`
     names; deterministic for a seed."""
     choice(loss, LOSSES, "loss")
     if temperature is not None:

@@ -1,9 +1,9 @@
-"""The pieces of SPEC sections 1-4 that the measure and the diagnosis read, in NumPy float64.
+"""The pieces of the contract, sections :ref:`1 <contract-notation>`, :ref:`2 <contract-derivation>`, :ref:`3 <contract-loss>`, :ref:`4 <contract-gradient>` that the measure and the diagnosis read, in NumPy float64.
 
 Computed on the host from a case's inputs (a dict with ``z1``, ``z2`` and, for the PCL,
 ``kappa1``, ``kappa2``), with the special functions of :mod:`probcon_ref.special` (no SciPy):
 directions and cosines, the logits' size, the reduction weights, the residuals ``W`` and
-``G`` of SPEC section 4, and the facts about a case that the regime diagnoses read.
+``G`` of the contract, section :ref:`4 <contract-gradient>`, and the facts about a case that the regime diagnoses read.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def kappas(x: dict):
 
 
 def log_c(d: int, k) -> np.ndarray:
-    """``log C_d(k)`` (SPEC section 1) in float64."""
+    """``log C_d(k)`` (the contract, section :ref:`1 <contract-notation>`) in float64."""
     return np.asarray(log_vmf_normalizer(d, np.asarray(k, dtype=np.float64)))
 
 
@@ -66,7 +66,7 @@ def positive_logits(x: dict, loss: str, d: int, temperature) -> np.ndarray:
 
 
 def reduction_weights(reduction: str, n: int) -> np.ndarray:
-    """The weight ``w_a`` of each of the 2N anchors under ``reduction`` (SPEC section 4)."""
+    """The weight ``w_a`` of each of the 2N anchors under ``reduction`` (the contract, section :ref:`4 <contract-gradient>`)."""
     n2 = 2 * n
     if reduction == "mean":
         return np.full(n2, 1.0 / n2)
@@ -76,9 +76,9 @@ def reduction_weights(reduction: str, n: int) -> np.ndarray:
 
 
 def residuals(x: dict, loss: str, d: int, temperature, weights):
-    """``W``, ``G``, ``mu``, raw norms, cosines and ``A_d`` by the formulas of SPEC section 4.
+    """``W``, ``G``, ``mu``, raw norms, cosines and ``A_d`` by the formulas of the contract, section :ref:`4 <contract-gradient>`.
 
-    ``W`` as SPEC section 4 asks: ``w_a P_ab`` for the negatives and, for the positive,
+    ``W`` as the contract, section :ref:`4 <contract-gradient>` asks: ``w_a P_ab`` for the negatives and, for the positive,
     ``-w_a sum_{b not in {a, p(a)}} P_ab``, never ``w_a (P_ap - 1)``; so ``|W|`` has the size
     of the loss's own terms even when the positive is matched to within rounding of 1.
     """

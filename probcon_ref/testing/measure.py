@@ -1,11 +1,11 @@
-"""The measure of SPEC section 6: the reference's results for a run, and the errors against them.
+"""The measure of the contract, section :ref:`6 <contract-accuracy>`: the reference's results for a run, and the errors against them.
 
 For each run (a case in a dtype) the reference is evaluated in NumPy float64 on the inputs
 the callable received, after their rounding to its dtype. The loss error is relative, per
 anchor where the callable returns per-anchor losses, with an absolute floor of
 :data:`~probcon_ref.testing.tolerances.SUBNORMALS` smallest subnormals per candidate; a
 gradient block's error is ``max_a |got_a - ref_a| / s_a``, ``s_a`` the larger of the block's
-max-norm and the terms' scale of row ``a``. The tolerances are SPEC section 6's, raised to
+max-norm and the terms' scale of row ``a``. The tolerances are those of the contract, section :ref:`6 <contract-accuracy>`, raised to
 ``ROUNDING * eps * S`` where the logits' size ``S`` makes that larger.
 """
 
@@ -47,7 +47,7 @@ class Reference:
 
     @property
     def raised(self) -> bool:
-        """Whether the logits' rounding raised a tolerance above SPEC section 6's."""
+        """Whether the logits' rounding raised a tolerance above that of the contract, section :ref:`6 <contract-accuracy>`."""
         tol_loss, tol_grad = TOLERANCES[self.dtype]
         return bool(np.max(self.loss_tol) > tol_loss or self.grad_tol > tol_grad)
 
@@ -71,7 +71,7 @@ def _values(x: dict, case: Case, conv: Convention, weights):
 
 
 def _row_scales(x: dict, case: Case, conv: Convention, weights, k, floor: float) -> tuple[dict, dict, dict]:
-    """Per row of ``z`` and per entry of ``kappa``: SPEC section 6's terms' scale (from ``|W|``
+    """Per row of ``z`` and per entry of ``kappa``: the terms' scale of the contract, section :ref:`6 <contract-accuracy>` (from ``|W|``
     computed without cancellation), the positive's terms with weights of size ``w_a``, and
     the absolute floor of the block."""
     n2 = 2 * case.n
@@ -91,7 +91,7 @@ def _row_scales(x: dict, case: Case, conv: Convention, weights, k, floor: float)
 
 def reference(x: dict, case: Case, conv: Convention, dtype: str) -> Reference:
     """Reference loss and gradients for inputs ``x`` (float64 holding the rounded values), and
-    the per-anchor tolerances, per-row scales and floors of SPEC section 6 for ``dtype``."""
+    the per-anchor tolerances, per-row scales and floors of the contract, section :ref:`6 <contract-accuracy>` for ``dtype``."""
     n, n2 = case.n, 2 * case.n
     weights = host.reduction_weights(conv.reduction, n)
     losses, grads, k = _values(x, case, conv, weights)
@@ -184,7 +184,7 @@ def row_errors(got, want) -> np.ndarray:
 
 
 def block_error(got, want, scale) -> float:
-    """SPEC section 6's gradient block error: ``max_a |got_a - ref_a| / scale_a``, where
+    """The gradient block error of the contract, section :ref:`6 <contract-accuracy>`: ``max_a |got_a - ref_a| / scale_a``, where
     ``scale_a`` is the larger of the block's max-norm and row ``a``'s terms' scale."""
     rows = row_errors(got, want)
     if rows.size == 0:

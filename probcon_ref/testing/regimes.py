@@ -1,6 +1,6 @@
 """The regimes of the inputs where implementations go wrong, named once.
 
-SPEC section 6 lists the regimes in which the loss and its gradient must hold; sections 3-5
+the contract, section :ref:`6 <contract-accuracy>` lists the regimes in which the loss and its gradient must hold; sections 3-5
 add a few where a known mistake shows. Each is one :class:`Regime` of :data:`REGIMES`, with
 a key that the rest of the project uses to say which regimes a batch exercises: the cases of
 ``validate``'s battery (their ``tags``), the golden vectors (their ``regimes``, written into
@@ -25,12 +25,12 @@ _BOTH = ("pcl", "ntxent")
 
 @dataclass(frozen=True)
 class Regime:
-    """A region of the inputs: its key, what holds there, and where SPEC names it."""
+    """A region of the inputs: its key, what holds there, and where the contract names it."""
 
     key: str
     description: str
-    section: int  # of SPEC
-    required: bool = False  # SPEC section 6 names it: a battery of each loss in ``losses`` covers it
+    section: int  # of the contract
+    required: bool = False  # the contract, section 6 names it: a battery of each loss in ``losses`` covers it
     losses: tuple[str, ...] = _BOTH
 
 
@@ -78,7 +78,7 @@ def keys(*names: str) -> tuple[str, ...]:
 
 
 def required(loss: str) -> frozenset[str]:
-    """The regimes SPEC section 6 names for ``loss`` ("pcl" or "ntxent"): a battery covers them."""
+    """The regimes the contract, section :ref:`6 <contract-accuracy>` names for ``loss`` ("pcl" or "ntxent"): a battery covers them."""
     if loss not in _BOTH:
         raise ValueError(f"loss must be one of {_BOTH}, got {loss!r}")
     return frozenset(r.key for r in REGIMES if r.required and loss in r.losses)

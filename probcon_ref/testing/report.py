@@ -192,7 +192,7 @@ class Report:
                 f"convention: {self.convention.describe()}",
                 f"reference: probcon_ref {__version__}, NumPy float64, on the same (rounded) inputs",
                 "error: loss relative (per anchor for reduction none); gradient block "
-                "max_a |got_a - ref_a| / max(block max-norm, terms' scale of row a) (SPEC section 6)",
+                "max_a |got_a - ref_a| / max(block max-norm, terms' scale of row a) (the contract page, section 6)",
                 "tolerances: " + "; ".join(f"{dt} loss {TOLERANCES[dt][0]:.0e}, gradients {TOLERANCES[dt][1]:.0e}"
                                           for dt in self.dtypes)
                 + f", raised to {ROUNDING} eps x the logits' size where that is larger (marked 'tol')",

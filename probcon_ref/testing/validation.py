@@ -37,7 +37,7 @@ def validate(fn: Callable, *, loss: str = "pcl", framework: str = "numpy", devic
              reduction: str = "mean", kappa: str = "kappa", temperature: float | None = None,
              gradients: str = "auto", dtypes=DTYPES, cases=None, seed: int = 0,
              target: str | None = None) -> Report:
-    """Run ``fn`` on the validation battery and compare it with the reference (SPEC section 6).
+    """Run ``fn`` on the validation battery and compare it with the reference (the contract, section :ref:`6 <contract-accuracy>`).
 
     Parameters
     ----------

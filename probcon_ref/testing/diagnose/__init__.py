@@ -18,7 +18,7 @@ of :mod:`probcon_ref.special` (no SciPy); each kind lives in its own module:
   autograd, projection of the normalisation missing, gradients with respect to the unit
   directions, ...);
 * ``precision``: right only to the rounding of O(1) quantities, the two textbook forms of
-  SPEC section 4;
+  the contract, section :ref:`4 <contract-gradient>`;
 * ``where``: which regimes the failing cases lie in. Each predicate says whether a case lies
   where a known mistake shows (SciPy's ``ive`` underflows, ``I_nu`` or ``exp`` overflows,
   kappa = 0, identical views, ...); at most three regimes that fail in nearly all their runs

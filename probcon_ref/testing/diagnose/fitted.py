@@ -120,8 +120,8 @@ def _finding(key: str, s: float, hit: set, tried: int, conv) -> Finding:
                        sorted(hit), ("fitted", key, s))
     return Finding(key, f"A temperature {tau:g} is applied on top of kappa: the logits are "
                    f"{SCALED[key].replace('tau', f'{tau:g}')}",
-                   "In the PCL, kappa already carries the temperature (kappa_b = 1/(tau sigma_b^2), SPEC "
-                   "section 2), and the logits are log C_d(kappa_b) + kappa_b c_ab with no other scale. These "
+                   "In the PCL, kappa already carries the temperature (kappa_b = 1/(tau sigma_b^2), the contract "
+                   "page, section 2), and the logits are log C_d(kappa_b) + kappa_b c_ab with no other scale. These "
                    f"results are those of {SCALED[key]}. {agree}", sorted(hit), ("fitted", key, s))
 
 

@@ -53,21 +53,21 @@ GRADIENT_DIAGNOSES = {
                        "sum_a W_ab: the normaliser log C_d is a constant to autograd (for example "
                        "evaluated with SciPy on .detach().cpu().numpy()), or missing from the logits. "
                        "Its derivative is "
-                       "-A_d(kappa) = -I_{d/2}(kappa) / I_{d/2-1}(kappa) (SPEC section 1)."),
+                       "-A_d(kappa) = -I_{d/2}(kappa) / I_{d/2-1}(kappa) (the contract page, section 1)."),
     "no-projection": ("the z gradient is not projected: z / ||z|| is not differentiated",
-                      "dL/dz_a must be (I - mu_a mu_a^T) dL/dmu_a / ||z_a|| (SPEC section 4); these are "
+                      "dL/dz_a must be (I - mu_a mu_a^T) dL/dmu_a / ||z_a|| (the contract page, section 4); these are "
                       "dL/dmu_a / ||z_a||, without the projection (the norm in z / ||z|| is treated as a "
                       "constant, for instance detached)."),
     "direction": ("the z gradients are dL/dmu, the gradients with respect to the unit directions mu = z / ||z|| "
                   "(neither projected nor divided by ||z||)",
                   "These are dL/dmu_a = sum_b (G_ab + G_ba) mu_b, returned as the gradients of the raw "
                   "embeddings. The chain rule through mu_a = z_a / ||z_a|| gives dL/dz_a = "
-                  "(I - mu_a mu_a^T) dL/dmu_a / ||z_a|| (SPEC section 4): project out mu_a and divide "
+                  "(I - mu_a mu_a^T) dL/dmu_a / ||z_a|| (the contract page, section 4): project out mu_a and divide "
                   "by the raw norm."),
     "not-divided-by-norm": ("the z gradients are those with respect to the unit directions on the sphere, "
                             "(I - mu mu^T) dL/dmu: projected but not divided by ||z||",
                             "These are (I - mu_a mu_a^T) dL/dmu_a, the gradient of the loss of unit-norm "
-                            "inputs; dL/dz_a also divides by the raw norm ||z_a|| (SPEC section 4)."),
+                            "inputs; dL/dz_a also divides by the raw norm ||z_a|| (the contract page, section 4)."),
     "one-sided": ("the z gradient counts each cosine once",
                   "dL/dmu_a = sum_b (G_ab + G_ba) mu_b: the terms where a is a candidate of another "
                   "anchor (G_ba) are missing."),
@@ -84,7 +84,7 @@ GRADIENT_DIAGNOSES = {
         "That is what "
         "W_ap = w_a (P_ap - 1) gives when P_ap is within rounding of 1: the difference cancels "
         "and keeps only its rounding (autograd through -F_ap + logsumexp, or through "
-        "F.cross_entropy, computes exactly that). SPEC section 4: "
+        "F.cross_entropy, computes exactly that). The contract page, section 4: "
         "W_ap = -w_a sum_{b not in {a, p(a)}} P_ab, from the negatives' probabilities."),
 }
 

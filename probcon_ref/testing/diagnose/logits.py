@@ -1,8 +1,8 @@
 """The per-anchor losses under a wrong convention, in NumPy float64 on the host.
 
 Each key of :data:`~probcon_ref.testing.diagnose.variants.VARIANTS` names a change to the
-logits ``F_ab`` (SPEC section 3), to the candidates of an anchor, or to the cosines;
-:func:`variant_losses` evaluates the loss under it, with the stable form of SPEC section 4
+logits ``F_ab`` (the contract, section :ref:`3 <contract-loss>`), to the candidates of an anchor, or to the cosines;
+:func:`variant_losses` evaluates the loss under it, with the stable form of the contract, section :ref:`4 <contract-gradient>`
 so that a variant's tiny losses keep their digits. :func:`scaled_losses` does the same for
 the variants with a free scalar (a temperature applied on top of kappa), which
 ``fitted`` solves for.
@@ -55,7 +55,7 @@ def shift_text(shift: float) -> str:
 def stable_losses(f, candidates, pos):
     """``-F_ap + log sum_{b in candidates} exp(F_ab)`` per anchor, from the gaps to the positive.
 
-    As SPEC section 4 computes it (``m + log1p(...)``), so that a variant's tiny losses keep
+    As the contract, section :ref:`4 <contract-gradient>` computes it (``m + log1p(...)``), so that a variant's tiny losses keep
     their digits; the positive need not be among the candidates (a variant may drop it).
     """
     rows = np.arange(f.shape[0])

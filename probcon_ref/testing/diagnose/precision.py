@@ -1,4 +1,4 @@
-"""Right only to the rounding of O(1) quantities: the two textbook forms of SPEC section 4.
+"""Right only to the rounding of O(1) quantities: the two textbook forms of the contract, section :ref:`4 <contract-gradient>`.
 
 ``-F_ap + logsumexp_b F_ab`` leaves a loss error of a few units of roundoff of the logits'
 size, and ``W_ap = w_a (P_ap - 1)`` a gradient error of a few units of roundoff of the
@@ -25,7 +25,7 @@ PRECISION_DIAGNOSES = {
         "(max_b |log C_d(kappa_b)| + kappa_b, or 1/tau, plus log(2N)) while the loss is at least "
         "100 times smaller ({example}). That is what -F_ap + logsumexp_b F_ab (or F.cross_entropy, or "
         "-log of the softmax) gives: both terms have the logits' size and their difference keeps "
-        "only their rounding, 0 or noise for a loss of 1e-40. SPEC section 4: compute loss_a from "
+        "only their rounding, 0 or noise for a loss of 1e-40. The contract page, section 4: compute loss_a from "
         "the differences delta_ab = F_ab - F_ap, as "
         "m_a + log1p(sum_{b != a, p(a)} exp(delta_ab - m_a) + expm1(-m_a))."),
 }

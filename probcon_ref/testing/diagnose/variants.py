@@ -26,7 +26,7 @@ __all__ = ["Variant", "VARIANTS", "VARIANT_BY_KEY", "variant_losses", "Reduction
 
 @dataclass(frozen=True)
 class Variant:
-    """A way of computing the per-anchor losses differently from SPEC section 3."""
+    """A way of computing the per-anchor losses differently from the contract, section :ref:`3 <contract-loss>`."""
 
     key: str
     loss: str  # "pcl", "ntxent" or "both"
@@ -37,7 +37,7 @@ class Variant:
 #: nu + shift in terms of d, for the texts of the normaliser's variants.
 _NU_OF_D = {1.0: "d/2", 0.5: "(d - 1)/2", -0.5: "(d - 3)/2", -1.0: "d/2 - 2"}
 _NORMALISER_FORM = ("log C_d(kappa) = nu log(kappa) - (d/2) log(2 pi) - log I_nu(kappa) with nu = d/2 - 1 "
-                    "(SPEC section 1). ")
+                    "(the contract page, section 1). ")
 
 
 def _normaliser_variant(key: str) -> Variant:
@@ -69,16 +69,16 @@ _CANCELS = ("the anchor's normaliser log C_d(kappa_a) is the same for every cand
 VARIANTS: tuple[Variant, ...] = (
     Variant("self-included", "both", "the anchor itself is a candidate (diagonal not excluded)",
             "The self-similarity c_aa = 1 is not excluded from the denominator, so every anchor "
-            "also competes with itself. Exclude the diagonal by index, with -inf (SPEC section 6)."),
+            "also competes with itself. Exclude the diagonal by index, with -inf (the contract page, section 6)."),
     Variant("self-zero-logit", "both", "the diagonal is zeroed, not excluded",
             "The diagonal logit is set to 0 (for example by multiplying with 1 - I) instead of being "
             "excluded, so exp(0) = 1 is still added to every denominator. Use -inf, by index."),
     Variant("positive-excluded", "both", "the positive is left out of the denominator",
-            "The denominator holds the negatives only (the 'decoupled' form); in SPEC section 3 it "
+            "The denominator holds the negatives only (the 'decoupled' form); in the contract page, section 3 it "
             "sums over every b != a, positive included."),
     Variant("cross-view-only", "both", "only the other view's embeddings are candidates",
             "Each anchor is compared with the N embeddings of the other view only (CLIP / InfoNCE "
-            "style); SPEC section 3 uses all 2N - 1 other views, those of its own view included."),
+            "style); the contract page, section 3 uses all 2N - 1 other views, those of its own view included."),
     Variant("unnormalised", "both", "raw dot products are used instead of cosines",
             "The embeddings are not normalised: the logits use z_a . z_b instead of the cosine."),
     Variant("no-normaliser", "pcl", "the vMF normaliser log C_d(kappa_b) is missing (or is the anchor's)",
@@ -92,24 +92,24 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("anchor-kappa", "pcl", "the anchor's concentration and normaliser are used instead of the "
             "candidate's (kappa_a c_ab)",
             "The logits are log C_d(kappa_a) + kappa_a c_ab, a per-anchor temperature: the anchor's vMF "
-            f"density, not the candidate's; {_CANCELS}. In SPEC section 3 each candidate b carries its own "
+            f"density, not the candidate's; {_CANCELS}. In the contract page, section 3 each candidate b carries its own "
             "log C_d(kappa_b) + kappa_b c_ab."),
     Variant("anchor-concentration", "pcl", "the anchor's concentration multiplies the cosine, with the "
             "candidate's normaliser (log C_d(kappa_b) + kappa_a c_ab)",
             "The logits are log C_d(kappa_b) + kappa_a c_ab: the normaliser is the candidate's but the "
-            "concentration is the anchor's. In SPEC section 3 both are the candidate's, "
+            "concentration is the anchor's. In the contract page, section 3 both are the candidate's, "
             "log C_d(kappa_b) + kappa_b c_ab."),
     Variant("kappa-product", "pcl", "the two views' concentrations are multiplied "
             "(log C_d(kappa_b) + kappa_a kappa_b c_ab)",
-            "The cosine is multiplied by kappa_a kappa_b; in SPEC section 3 it is the candidate's kappa_b "
+            "The cosine is multiplied by kappa_a kappa_b; in the contract page, section 3 it is the candidate's kappa_b "
             "alone: the candidate's vMF density evaluated at the anchor's direction."),
     Variant("kappa-product-no-normaliser", "pcl", "the two views' concentrations are multiplied, with no "
             "normaliser (kappa_a kappa_b c_ab)",
-            f"The logits are kappa_a kappa_b c_ab, without the candidate's normaliser ({_CANCELS}). SPEC "
-            "section 3: log C_d(kappa_b) + kappa_b c_ab."),
+            f"The logits are kappa_a kappa_b c_ab, without the candidate's normaliser ({_CANCELS}). The contract "
+            "page, section 3: log C_d(kappa_b) + kappa_b c_ab."),
     Variant("kappa-product-normalised", "pcl", "the two views' concentrations are multiplied, normaliser "
             "included (log C_d(kappa_a kappa_b) + kappa_a kappa_b c_ab)",
-            "The logits are the vMF log-density of concentration kappa_a kappa_b; SPEC section 3 has the "
+            "The logits are the vMF log-density of concentration kappa_a kappa_b; the contract page, section 3 has the "
             "candidate's kappa_b: log C_d(kappa_b) + kappa_b c_ab."),
     Variant("exp-kappa", "pcl", "the function takes log-kappa",
             "Its results equal the reference evaluated at exp(kappa): it reads its third and fourth "

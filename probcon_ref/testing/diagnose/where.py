@@ -3,8 +3,8 @@ holds the failures.
 
 Each :class:`Predicate` says, from the facts of a case (``probcon_ref.testing.host.case_facts``)
 and a dtype, whether the run lies where a known mistake shows: SciPy's ``ive`` underflows or
-``I_nu`` overflows (SPEC section 5), kappa = 0, identical views, and the other regimes of
-SPEC section 6. :func:`cover_by_regimes` picks the predicates that together hold the
+``I_nu`` overflows (the contract, section :ref:`5 <contract-special>`), kappa = 0, identical views, and the other regimes of
+the contract, section :ref:`6 <contract-accuracy>`. :func:`cover_by_regimes` picks the predicates that together hold the
 failing runs and little else.
 """
 
@@ -94,7 +94,7 @@ PREDICATES: tuple[Predicate, ...] = (
         "function ive(nu, kappa) = I_nu(kappa) exp(-kappa) is below the smallest normal number of "
         "the dtype ({example}). An implementation that evaluates I_nu or ive in linear space and "
         "then takes the log, as log(scipy.special.ive(nu, kappa)) + kappa does, gets log 0 = -inf "
-        "(or a denormal with few digits) in log C_d there. SPEC section 5 predicts it: large order "
+        "(or a denormal with few digits) in log C_d there. The contract page, section 5 predicts it: large order "
         "with small kappa (float64: order 63 below kappa ~ 6e-4, order 2047 below kappa ~ 2500; "
         "float32 far earlier). Evaluate log I_nu directly in log space "
         "(probcon_ref.special.log_iv) or from a uniform asymptotic (Debye) expansion.",
@@ -112,14 +112,14 @@ PREDICATES: tuple[Predicate, ...] = (
         "log pi, but the formula nu log(kappa) - log I_nu(kappa) evaluates there as "
         "-inf - (-inf) = NaN (0 * log 0 = NaN when d = 2), and a Bessel derivative that divides "
         "by kappa gives NaN gradients. Use the limit, or compute log C_d from the scaled "
-        "quantity log I_nu(x) - nu log x, which is finite at 0 (SPEC sections 1 and 5).",
+        "quantity log I_nu(x) - nu log x, which is finite at 0 (the contract page, sections 1 and 5).",
         lambda f, dt: "kappa = 0" if f.get("kappa_zero") else None),
     Predicate(
         "identical-views", "Fails only when the two views are identical",
         "These are the cases where every positive has cosine exactly 1 with its anchor. "
         "The anchor's own entry is probably excluded by value (cosine = 1, or the row maximum) "
         "rather than by position, which removes the positive as well. Exclude the diagonal by "
-        "index, with -inf (SPEC section 6).",
+        "index, with -inf (the contract page, section 6).",
         lambda f, dt: "identical views" if _IDENTICAL in f["tags"] else None),
     Predicate(
         "antipodal-views", "Fails only with antipodal views",
@@ -150,7 +150,7 @@ PREDICATES: tuple[Predicate, ...] = (
         "The cases of this group have per-anchor losses below 1e-8 ({example}), and the errors are "
         "larger than the rounding of the logits, so they are not only the digits that the textbook "
         "-F_ap + logsumexp(F_a.) loses there: look for a guard such as log(P + eps) or a clamp, "
-        "which floors the loss and its gradient. SPEC section 4 gives the stable forms "
+        "which floors the loss and its gradient. The contract page, section 4 gives the stable forms "
         "(differences to the positive, log1p; W_ap from the other P's).",
         lambda f, dt: f"min loss {f['min_loss']:.1e}" if 0 < f["min_loss"] < 1e-8 or
         (_TINY_LOSS in f["tags"]) else None),
@@ -187,7 +187,7 @@ PREDICATES: tuple[Predicate, ...] = (
         "implementation that masks the diagonal after exp also exponentiates. exp of it is infinite, and "
         "inf / inf, or inf times a mask's 0, is NaN. Subtract each row's maximum before exp (as "
         "logsumexp does), or compute the loss from the differences to the positive's logit "
-        "(SPEC section 4).",
+        "(the contract page, section 4).",
         _exp_overflow),
     Predicate(
         "exp-underflow", "Fails only where exp of every candidate's logit of an anchor underflows "
@@ -195,7 +195,7 @@ PREDICATES: tuple[Predicate, ...] = (
         "Every case in this group has an anchor all of whose candidates' logits are below the log of the "
         f"smallest positive number of the dtype ({LOG_SUBNORMAL['float32']:.1f} in float32, "
         f"{LOG_SUBNORMAL['float64']:.1f} in float64; {{example}}): exp "
-        "of each is 0, and the softmax is 0 / 0. Subtract each row's maximum before exp (SPEC section 4).",
+        "of each is 0, and the softmax is 0 / 0. Subtract each row's maximum before exp (the contract page, section 4).",
         _exp_underflow),
     Predicate(
         "float32", "Fails only in float32",
