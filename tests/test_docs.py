@@ -23,6 +23,7 @@ browser part skips with the reason, and fails instead when ``PROBCON_REQUIRE_TOO
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -183,8 +184,9 @@ def test_math_pages_are_found():
     assert {"derivation", "gradient", "special-functions", "properties", "index"} <= set(MATH_PAGES)
 
 
-@pytest.fixture(scope="session")
-def browser_report(built_site, tmp_path_factory):
+@contextlib.contextmanager
+def _browser(built_site, tmp_path_factory, profile: str):
+    """(base URL, driver): headless Chromium on the built site served locally."""
     proc, html = built_site
     if proc.returncode != 0:
         pytest.fail("the site did not build")
@@ -193,9 +195,14 @@ def browser_report(built_site, tmp_path_factory):
         # Chromium comes from the system (root installs it): optional, unless CI requires it
         # (PROBCON_REQUIRE_TOOLS=chromium, as .ci/run sets).
         skip_or_fail_tool("chromium", f"the browser test cannot run: {reason}")
+    with h.serve(html) as base, h.chromium(tmp_path_factory.mktemp(profile), width=1400, height=1000) as driver:
+        yield base, driver
+
+
+@pytest.fixture(scope="session")
+def browser_report(built_site, tmp_path_factory):
     reports = {}
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    with h.serve(html) as base, h.chromium(profile, width=1400, height=1000) as driver:
+    with _browser(built_site, tmp_path_factory, "chromium-profile") as (base, driver):
         for page in MATH_PAGES:
             driver.set_window_size(1400, 1000)
             reports[page] = h.inspect_page(driver, f"{base}/{page}.html")
@@ -245,15 +252,9 @@ LAYOUT_PAGES = tuple(sorted(set(h.page_names()) | {"genindex", "search", "py-mod
 @pytest.fixture(scope="session")
 def layout_report(built_site, tmp_path_factory):
     """{(page, width): what the layout is}, each page measured at 1280 px and at 400 px."""
-    proc, html = built_site
-    if proc.returncode != 0:
-        pytest.fail("the site did not build")
-    reason = h.browser_available()
-    if reason:
-        skip_or_fail_tool("chromium", f"the browser test cannot run: {reason}")
+    html = built_site[1]
     reports = {}
-    profile = tmp_path_factory.mktemp("chromium-profile-layout")
-    with h.serve(html) as base, h.chromium(profile, width=1400, height=1000) as driver:
+    with _browser(built_site, tmp_path_factory, "chromium-profile-layout") as (base, driver):
         for width in WIDTHS:
             for page in LAYOUT_PAGES:
                 if (html / f"{page}.html").is_file():
@@ -361,14 +362,8 @@ def test_layout_screenshots_saved(layout_report):
 @pytest.fixture(scope="session")
 def search_report(built_site, tmp_path_factory):
     """The search page's results for "kappa", opened as a file and served over HTTP."""
-    proc, html = built_site
-    if proc.returncode != 0:
-        pytest.fail("the site did not build")
-    reason = h.browser_available()
-    if reason:
-        skip_or_fail_tool("chromium", f"the browser test cannot run: {reason}")
-    profile = tmp_path_factory.mktemp("chromium-profile-search")
-    with h.serve(html) as base, h.chromium(profile, width=1280, height=900) as driver:
+    html = built_site[1]
+    with _browser(built_site, tmp_path_factory, "chromium-profile-search") as (base, driver):
         as_file = h.search_results(driver, (html / "search.html").resolve().as_uri() + "?q=kappa")
         served = h.search_results(driver, f"{base}/search.html?q=kappa")
     return as_file, served
