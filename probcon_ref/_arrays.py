@@ -1,8 +1,9 @@
-"""Array plumbing shared by the reference: namespace, device and dtype rules (SPEC section 7).
+"""Array plumbing shared by the reference: namespace, device and dtype rules (the contract, section :ref:`7 <contract-inputs>`).
 
 Everything that is *not* mathematics lives here, so the modules that implement the
 equations read like the derivation. Nothing in this file moves data between host and
-device: constants are created with the dtype and on the device of the array they meet.
+device: constants are created with the dtype and on the device of the array they meet; the
+one read of a value, :func:`read_int`, is the caller's host synchronisation.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ __all__ = [
     "real_scalar",
     "integer_scalar",
     "float_array",
+    "read_int",
+    "read_bool",
 ]
 
 
@@ -35,7 +38,8 @@ def namespace_of(**arrays: Any):
     """Return the array namespace shared by the named arrays.
 
     Raises ``TypeError`` naming the arguments when they come from different array
-    libraries, and ``ValueError`` when they live on different devices (SPEC section 7).
+    libraries, and ``ValueError`` when they live on different devices (the contract, section :ref:`7 <contract-inputs>`);
+    an array whose device is not known yet (traced, inside ``jax.jit``) is on none.
     """
     present = {name: a for name, a in arrays.items() if a is not None}
     for name, a in present.items():
@@ -53,7 +57,11 @@ def namespace_of(**arrays: Any):
         desc = ", ".join(f"{n} from {ns.__name__}" for n, ns in spaces.items())
         raise TypeError(f"all arrays must come from one array library; got {desc}")
     xp = next(iter(spaces.values()))
-    devices = {name: device_of(a) for name, a in present.items()}
+    # A traced JAX array has no device yet (array-api-compat reports None): it takes the
+    # device of the computation, so only the devices that are known are compared.
+    devices = {name: dev for name, a in present.items() if (dev := device_of(a)) is not None}
+    if not devices:
+        return xp
     first_name, first_dev = next(iter(devices.items()))
     for name, dev in devices.items():
         if dev != first_dev:
@@ -73,7 +81,7 @@ def working_dtype(xp, dt, name: str):
     """The dtype the computation runs in for an input of dtype ``dt``.
 
     float64 and float32 compute in themselves; float16 and bfloat16 compute in float32
-    (SPEC section 7). Integer, boolean and complex input is a ``TypeError``.
+    (the contract, section :ref:`7 <contract-inputs>`). Integer, boolean and complex input is a ``TypeError``.
     """
     if dt == xp.float64 or dt == xp.float32:
         return dt
@@ -125,11 +133,39 @@ def _reject_masked(a, name: str) -> None:
                         f"pass {name}.filled(value) or the rows you want")
 
 
+def read_int(a) -> int | None:
+    """``int(a)`` of a 0-d integer array, the host read; ``None`` while ``a`` has no value yet.
+
+    An array being traced (inside ``jax.jit`` or ``jax.vmap``) stands for values that do not
+    exist until the compiled function runs; ``int()`` of it raises ``TypeError``, as the
+    array API standard allows a lazy array to do. That error, and only for an array that
+    array-api-compat calls lazy, becomes ``None``: the caller decides what an unknown value
+    means. Every other library is read as ``int(a)``, and raises as it always did.
+    """
+    return _read(int, a)
+
+
+def read_bool(a) -> bool | None:
+    """``bool(a)`` of a 0-d boolean array (one host read), ``None`` while it is traced (:func:`read_int`)."""
+    return _read(bool, a)
+
+
+def _read(convert, a):
+    try:
+        return convert(a)
+    except TypeError:
+        if array_api_compat.is_lazy_array(a):
+            return None
+        raise
+
+
 def real_scalar(value, name: str) -> float:
     """A real number as a Python float: a Python or NumPy number, or a 0-d real array.
 
     Booleans, complex numbers and arrays with more than one element are a ``TypeError``
-    naming ``name``. Reading a 0-d array on an accelerator is one host synchronisation.
+    naming ``name``, and so is a traced array (under ``jax.jit``), whose value does not exist
+    yet: such an argument is static, a Python number. Reading a 0-d array on an accelerator
+    is one host synchronisation.
     """
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a real number, got bool")
@@ -139,9 +175,19 @@ def real_scalar(value, name: str) -> float:
         _reject_masked(value, name)
         xp = array_api_compat.array_namespace(value)
         if xp.isdtype(value.dtype, ("real floating", "integral")):
-            return float(value)
+            return _concrete_float(value, name)
     raise TypeError(f"{name} must be a real number (a Python or NumPy number, or a 0-d real array), "
                     f"got {type(value).__name__}")
+
+
+def _concrete_float(value, name: str) -> float:
+    try:
+        return float(value)
+    except TypeError:
+        if not array_api_compat.is_lazy_array(value):
+            raise
+    raise TypeError(f"{name} must be a concrete number, got a traced array: under jax.jit pass it as a "
+                    f"Python number (a static argument)") from None
 
 
 def integer_scalar(value, name: str) -> int:

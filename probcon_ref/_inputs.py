@@ -1,4 +1,4 @@
-"""Input rules of SPEC section 7 for the losses, and the batch the math modules receive.
+"""Input rules of the contract, section :ref:`7 <contract-inputs>` for the losses, and the batch the math modules receive.
 
 Every check raises with a message naming the argument. After :func:`pcl_batch` or
 :func:`ntxent_batch` the math code can assume: one namespace and device, a real floating
@@ -12,10 +12,21 @@ same read tells the caller two things about the batch that decide how it is comp
 whether the logits need the compensated matrix product (:func:`compensate_above`) and
 whether any output could leave the range of its dtype, in which case :func:`finish` checks
 the outputs before returning them.
+
+Under tracing (``jax.jit``, ``jax.vmap``) the arrays have no values yet, so that read
+cannot happen (:func:`probcon_ref._arrays.read_int`): the namespace, shape and dtype rules
+still raise, when the function is traced, and the value rules are not evaluated. Each is
+handed instead to the check function of :func:`traced_rules`, when one is set (the JAX
+adapter's ``jax.experimental.checkify`` checks); without one they are skipped. Of the two
+facts, the one that picks the logits' product takes its accurate answer (float64 logits
+from the compensated product) and the outputs are not checked: a value outside the rules,
+or an output beyond its dtype, gives NaN or infinity instead of an error.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -25,7 +36,7 @@ from . import _arrays
 REDUCTIONS = ("mean", "sum", "none")
 
 #: The logits' rounding that the plain matrix product may leave, relative to the 1e-12
-#: per-anchor accuracy of SPEC section 6 (see :func:`compensate_above`).
+#: per-anchor accuracy of the contract, section 6 (see :func:`compensate_above`).
 LOGIT_ROUNDING_BUDGET = 5e-13
 
 
@@ -69,7 +80,7 @@ class Batch:
     loss_dtype: Any
     grad_dtypes: tuple
     compensated: bool = False  # logits from the compensated product (see compensate_above)
-    check_outputs: bool = False  # an output may overflow its dtype: finish() checks them
+    check_outputs: bool | None = False  # an output may overflow its dtype: finish() checks them; None: traced
 
 
 def _check_views(z1, z2) -> tuple[int, int]:
@@ -125,38 +136,65 @@ def _check_temperature(xp, temperature: float, dtype, n: int) -> float:
     return temperature
 
 
+#: The check function of :func:`traced_rules`, or None.
+_TRACED_CHECK: contextvars.ContextVar = contextvars.ContextVar("probcon_ref_traced_check", default=None)
+
+
+@contextlib.contextmanager
+def traced_rules(check: Callable[[Any, str], None] | None):
+    """Within the block, value rules met under tracing go to ``check(holds, message)``.
+
+    ``holds`` is the rule as a 0-d boolean array (true when it holds) and ``message`` the
+    error it stands for; ``None`` restores the default, which skips them. The setting is
+    read while a function is traced, so it belongs inside the function being transformed.
+    """
+    token = _TRACED_CHECK.set(check)
+    try:
+        yield
+    finally:
+        _TRACED_CHECK.reset(token)
+
+
 class ValueRules:
     """The value rules of one call, reduced on the device and read back once.
 
     Each rule is a 0-d boolean array that is true when the rule holds, with the function
-    that raises its message; :meth:`read` combines them, with the batch's other device-side
-    facts, into one integer and converts it to a Python int: one host synchronisation.
+    that raises its message and that message in words; :meth:`read` combines them, with the
+    batch's other device-side facts, into one integer and converts it to a Python int: one
+    host synchronisation. Under tracing there is nothing to read: the rules go to the
+    check function of :func:`traced_rules` (if any) and every fact is ``None``, unknown.
     """
 
     def __init__(self, xp):
         self.xp = xp
-        self.rules: list[tuple[Any, Callable[[], None]]] = []
+        self.rules: list[tuple[Any, Callable[[], None], str]] = []
         self.facts: list[Any] = []
 
-    def require(self, holds, explain: Callable[[], None]) -> None:
-        self.rules.append((holds, explain))
+    def require(self, holds, explain: Callable[[], None], message: str) -> None:
+        self.rules.append((holds, explain, message))
 
     def fact(self, value) -> int:
         """Add a 0-d boolean to be read with the rules; returns its index in :meth:`read`."""
         self.facts.append(value)
         return len(self.facts) - 1
 
-    def read(self) -> list[bool]:
+    def read(self) -> list[bool | None]:
         """Raise the first broken rule's error, else return the facts as Python booleans."""
         xp = self.xp
-        flags = [~holds for holds, _ in self.rules] + list(self.facts)
+        flags = [~holds for holds, _, _ in self.rules] + list(self.facts)
         if not flags:
             return []
-        bits = xp.stack([xp.astype(f, xp.int64) for f in flags])
-        powers = xp.asarray([2**i for i in range(len(flags))], dtype=xp.int64, device=_arrays.device_of(bits))
-        code = int(xp.sum(bits * powers))  # the one host synchronisation
+        packed = xp.int32 if len(flags) < 31 else xp.int64
+        bits = xp.stack([xp.astype(f, packed) for f in flags])
+        powers = xp.asarray([2**i for i in range(len(flags))], dtype=packed, device=_arrays.device_of(bits))
+        code = _arrays.read_int(xp.sum(bits * powers))  # the one host synchronisation
+        if code is None:  # traced: no values to read
+            check = _TRACED_CHECK.get()
+            for holds, _, message in self.rules if check is not None else ():
+                check(holds, message)
+            return [None] * len(self.facts)
         if code & ((1 << len(self.rules)) - 1):
-            for _, explain in self.rules:
+            for _, explain, _ in self.rules:
                 explain()
             raise AssertionError("a value rule failed on the device but not when checked alone")
         return [bool(code >> (len(self.rules) + i) & 1) for i in range(len(self.facts))]
@@ -167,17 +205,23 @@ def _view_rules(rules: ValueRules, xp, z, n: int):
     of the smallest norm) for the overflow estimate."""
     row_max = xp.max(xp.abs(z), axis=1)
     for name, part, rows in (("z1", z[:n, ...], row_max[:n]), ("z2", z[n:, ...], row_max[n:])):
-        rules.require(xp.all(xp.isfinite(part)), lambda p=part, m=name: _arrays.check_finite(xp, p, m))
-        rules.require(xp.all(rows > 0), lambda p=part, m=name: _check_nonzero_rows(xp, p, m))
+        rules.require(xp.all(xp.isfinite(part)), lambda p=part, m=name: _arrays.check_finite(xp, p, m),
+                      f"{name} must be finite; it contains NaN or infinity")
+        rules.require(xp.all(rows > 0), lambda p=part, m=name: _check_nonzero_rows(xp, p, m),
+                      f"{name} has a zero-norm embedding; its direction is undefined")
     return xp.min(row_max)
 
 
 def _kappa_rules(rules: ValueRules, xp, kappa, n: int) -> None:
-    top = _arrays.const(xp, largest_concentration(xp, kappa.dtype, n), kappa)
+    largest = largest_concentration(xp, kappa.dtype, n)
+    top = _arrays.const(xp, largest, kappa)
     for name, part in (("kappa1", kappa[:n]), ("kappa2", kappa[n:])):
-        rules.require(xp.all(xp.isfinite(part)), lambda p=part, m=name: _arrays.check_finite(xp, p, m))
-        rules.require(xp.all(part >= 0), lambda p=part, m=name: _arrays.check_nonnegative(xp, p, m))
-        rules.require(xp.all(part <= top), lambda p=part, m=name: _check_kappa_range(xp, p, m, n))
+        rules.require(xp.all(xp.isfinite(part)), lambda p=part, m=name: _arrays.check_finite(xp, p, m),
+                      f"{name} must be finite; it contains NaN or infinity")
+        rules.require(xp.all(part >= 0), lambda p=part, m=name: _arrays.check_nonnegative(xp, p, m),
+                      f"{name} must be non-negative; it contains a negative value or NaN")
+        rules.require(xp.all(part <= top), lambda p=part, m=name: _check_kappa_range(xp, p, m, n),
+                      f"{name} must be at most {largest:.3g} (the largest {kappa.dtype} / (16 N), N = {n})")
 
 
 def _reduction_weights(xp, rules: ValueRules, weights, reduction: str, n: int, like):
@@ -187,7 +231,8 @@ def _reduction_weights(xp, rules: ValueRules, weights, reduction: str, n: int, l
     if tuple(weights.shape) != (2 * n,):
         raise ValueError(f"weights must have shape (2N,) = ({2 * n},), got {tuple(weights.shape)}")
     w = _arrays.to_working(xp, weights, like.dtype)
-    rules.require(xp.all(xp.isfinite(w)), lambda: _arrays.check_finite(xp, w, "weights"))
+    rules.require(xp.all(xp.isfinite(w)), lambda: _arrays.check_finite(xp, w, "weights"),
+                  "weights must be finite; it contains NaN or infinity")
     return w
 
 
@@ -260,11 +305,15 @@ def special_argument(x, name: str, *, below_one: bool = False):
     xw = _arrays.to_working(xp, x, _arrays.working_dtype(xp, x.dtype, name))
     rules = ValueRules(xp)
     if below_one:
-        rules.require(xp.all(xp.isfinite(xw)), lambda: _arrays.check_finite(xp, xw, name))
-        rules.require(xp.all((xw >= 0) & (xw < 1)), lambda: _check_below_one(xp, xw, name))
+        rules.require(xp.all(xp.isfinite(xw)), lambda: _arrays.check_finite(xp, xw, name),
+                      f"{name} must be finite; it contains NaN or infinity")
+        rules.require(xp.all((xw >= 0) & (xw < 1)), lambda: _check_below_one(xp, xw, name),
+                      f"{name} must lie in [0, 1)")
     else:
-        rules.require(xp.all(xw >= 0), lambda: _arrays.check_nonnegative(xp, xw, name))
-        rules.require(xp.all(xp.isfinite(xw)), lambda: _arrays.check_finite(xp, xw, name))
+        rules.require(xp.all(xw >= 0), lambda: _arrays.check_nonnegative(xp, xw, name),
+                      f"{name} must be non-negative; it contains a negative value or NaN")
+        rules.require(xp.all(xp.isfinite(xw)), lambda: _arrays.check_finite(xp, xw, name),
+                      f"{name} must be finite; it contains NaN or infinity")
     rules.read()
     return xp, xw, x.dtype
 
@@ -275,7 +324,7 @@ def special_argument(x, name: str, *, below_one: bool = False):
 
 
 def pcl_batch(z1, z2, kappa1, kappa2, reduction, weights, *, allow_none: bool) -> Batch:
-    """Validate PCL inputs (SPEC section 7) and stack them into a :class:`Batch`."""
+    """Validate PCL inputs (the contract, section :ref:`7 <contract-inputs>`) and stack them into a :class:`Batch`."""
     xp = _arrays.namespace_of(z1=z1, z2=z2, kappa1=kappa1, kappa2=kappa2, weights=weights)
     n, d = _check_views(z1, z2)
     for name, k in (("kappa1", kappa1), ("kappa2", kappa2)):
@@ -297,12 +346,14 @@ def pcl_batch(z1, z2, kappa1, kappa2, reduction, weights, *, allow_none: bool) -
     overflow = _may_overflow(xp, rules, largest, smallest_row, w, n, d, (loss_dtype, *grad_dtypes))
     compensate = rules.fact(largest > compensate_above(d)) if dtype == xp.float64 else None
     facts = rules.read()
+    # Traced (facts unknown): the compensated product, accurate for every kappa.
     return Batch(xp, z, kappa, w, n, d, reduction, None, loss_dtype, grad_dtypes,
-                 compensated=compensate is not None and facts[compensate], check_outputs=facts[overflow])
+                 compensated=compensate is not None and facts[compensate] is not False,
+                 check_outputs=facts[overflow])
 
 
 def ntxent_batch(z1, z2, temperature, reduction, weights, *, allow_none: bool) -> Batch:
-    """Validate NT-Xent inputs (SPEC section 7) and stack them into a :class:`Batch`."""
+    """Validate NT-Xent inputs (the contract, section :ref:`7 <contract-inputs>`) and stack them into a :class:`Batch`."""
     xp = _arrays.namespace_of(z1=z1, z2=z2, weights=weights)
     n, d = _check_views(z1, z2)
     temperature = _arrays.check_positive_scalar(temperature, "temperature")
@@ -346,7 +397,9 @@ def finish(batch: Batch, losses, grads=None):
     Only a batch whose bounds allow an output beyond its dtype's range is checked (a second
     host synchronisation, for such batches alone), before the cast to the caller's dtype:
     an output that is not finite, or whose magnitude exceeds the largest number of that
-    dtype, is an ``OverflowError`` that names it, never a silent inf.
+    dtype, is an ``OverflowError`` that names it, never a silent inf. Under tracing
+    (``check_outputs`` unknown) the same conditions go to the check function of
+    :func:`traced_rules`, when one is set.
     """
     xp = batch.xp
     value = losses if batch.reduction == "none" or losses.ndim == 0 else xp.sum(batch.weights * losses)
@@ -354,6 +407,10 @@ def finish(batch: Batch, losses, grads=None):
     if grads is not None:
         named += [(f"the gradient with respect to {name}", g, dt)
                   for name, g, dt in zip(GRAD_NAMES[len(grads)], grads, batch.grad_dtypes)]
+    check = _TRACED_CHECK.get() if batch.check_outputs is None else None
+    for what, a, dt in named if check is not None else ():
+        check(xp.all(xp.abs(a) <= float(xp.finfo(dt).max)),
+              f"{what} is not representable in {dt}: its magnitude exceeds the largest {dt}")
     if batch.check_outputs:
         fits = [xp.all(xp.abs(a) <= float(xp.finfo(dt).max)) for _, a, dt in named]  # False for NaN too
         if not bool(xp.all(xp.stack(fits))):

@@ -565,7 +565,7 @@ def inverse_bessel_ratio(nu, rho, *, iterations: int | None = None):
             raise ValueError(f"iterations must be at least 1, got {iterations}")
     xp, r, out_dtype = _inputs.special_argument(rho, "rho", below_one=True)
     x = inverse_ratio_working(xp, nu, r, iterations)
-    if out_dtype != r.dtype and not bool(xp.all(x <= float(xp.finfo(out_dtype).max))):
+    if out_dtype != r.dtype and _arrays.read_bool(xp.all(x <= float(xp.finfo(out_dtype).max))) is False:
         raise OverflowError(f"the inverse ratio is not representable in {out_dtype}: it exceeds the largest "
                             f"{out_dtype} ({float(xp.finfo(out_dtype).max):.5g}) for rho this close to 1")
     return _arrays.to_output(xp, x, out_dtype)
