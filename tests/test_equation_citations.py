@@ -22,8 +22,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "probcon_ref"
 MATH_MODULES = ("loss.py", "gradient.py", "special.py")
 
 #: Modules whose public functions and classes (``__all__``) are held to the same rule.
-PUBLIC_MODULES = ("__init__.py", "tables.py", "torch/__init__.py", "torch/distributed.py",
-                  "cupy/__init__.py")
+PUBLIC_MODULES = ("__init__.py", "tables.py", "torch/__init__.py", "torch/distributed.py", "jax/__init__.py",
+                  "jax/_special.py", "cupy/__init__.py")
 
 CITES = re.compile(r":eq:`[^`]+`")
 NO_EQUATION = re.compile(r"\bno equation( of its own)?: \S", re.I)
