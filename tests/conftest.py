@@ -7,13 +7,13 @@ A test that takes the ``target`` fixture runs once per declared backend x device
 that is absent, is a skip with the reason.
 
 ``PROBCON_REQUIRE_BACKENDS`` (comma-separated target names from ``backends.toml``:
-``numpy``, ``array_api_strict``, ``torch-cpu``, ``torch-cuda``, ``cupy``) turns the skip of
+``numpy``, ``array_api_strict``, ``torch-cpu``, ``torch-cuda``, ``cupy``, ``jax-cpu``) turns the skip of
 the named targets into a failure, so that CI can never lose one silently. An unknown name
 is a usage error.
 
 The same variable also catches ``pytest.importorskip`` elsewhere in the suite: a test or a
-module skipped because ``torch``, ``array_api_strict``, ``cupy`` or ``numpy`` could not be
-imported fails when the matching name is required.
+module skipped because ``torch``, ``array_api_strict``, ``cupy``, ``jax`` or ``numpy`` could not
+be imported fails when the matching name is required.
 
 ``PROBCON_REQUIRE_TOOLS`` (comma-separated) does the same for tools outside Python that a
 few tests need and skip without: ``c++`` and ``nvrtc`` (tests/test_fused.py), ``chromium``
@@ -219,7 +219,8 @@ def within(request):
 # ---------------------------------------------------------------------------------------
 
 _IMPORT_SKIP = re.compile(r"could not import '([^']+)'")
-IMPORT_NAMES = {"numpy": "numpy", "array_api_strict": "array_api_strict", "torch": "torch-cpu", "cupy": "cupy"}
+IMPORT_NAMES = {"numpy": "numpy", "array_api_strict": "array_api_strict", "torch": "torch-cpu", "cupy": "cupy",
+                "jax": "jax-cpu"}
 
 
 def required_import_skip(report) -> str | None:

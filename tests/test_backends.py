@@ -4,7 +4,7 @@ Each result is compared with the NumPy float64 result for the same inputs, withi
 tolerances declared in ``probcon_ref/tools/backends.toml``, and every output is checked to
 live in the input's namespace, on its device, in the expected dtype. Half precisions are
 compared with float64 on the half-rounded inputs. Mixed namespaces and devices must fail
-clearly (SPEC section 7); SciPy is never reached from a non-NumPy array.
+clearly (the contract, section 7); SciPy is never reached from a non-NumPy array.
 """
 
 from __future__ import annotations
@@ -222,7 +222,7 @@ def test_special_functions_match_numpy_float64(target, name, within):
 
 @pytest.mark.parametrize("name", list(LOSS_FUNCTIONS))
 def test_half_precision_losses(half_target, name, within):
-    """float16/bfloat16: computed in float32, returned in the input dtype (SPEC section 7)."""
+    """float16/bfloat16: computed in float32, returned in the input dtype (the contract, section 7)."""
     compare_losses(half_target, name, loss_inputs(0, wide=False), within, half=True)
 
 
@@ -307,6 +307,9 @@ def test_non_numpy_backends_never_reach_scipy_or_the_host(target, scipy_blocked,
             monkeypatch.setattr(torch.Tensor, method, refuse)
     if target.backend == "cupy":
         monkeypatch.setattr(target.module, "asnumpy", refuse)
+    if target.backend == "jax":
+        for method in ("__array__", "tolist", "item"):
+            monkeypatch.setattr(type(x["z1"]), method, refuse)
     _all_public_calls(x)
 
 
@@ -358,10 +361,16 @@ def _cupy(a):
     return require("cupy").asarray(a)
 
 
+def _jax_cpu(a):
+    return require("jax-cpu").numpy.asarray(a)
+
+
 MIXES = [
     pytest.param(_numpy, _strict, TypeError, id="numpy+array_api_strict"),
     pytest.param(_numpy, _torch_cpu, TypeError, id="numpy+torch-cpu"),
     pytest.param(_strict, _torch_cpu, TypeError, id="array_api_strict+torch-cpu"),
+    pytest.param(_numpy, _jax_cpu, TypeError, id="numpy+jax-cpu"),
+    pytest.param(_jax_cpu, _torch_cpu, TypeError, id="jax-cpu+torch-cpu"),
     pytest.param(_cupy, _torch_cuda, TypeError, id="cupy+torch-cuda", marks=pytest.mark.gpu),
     pytest.param(_numpy, _cupy, TypeError, id="numpy+cupy", marks=pytest.mark.gpu),
     pytest.param(_torch_cpu, _torch_cuda, ValueError, id="torch-cpu+torch-cuda", marks=pytest.mark.gpu),
@@ -428,11 +437,11 @@ def namespace_calls():
     return recorder.used
 
 
-@pytest.mark.parametrize("name", ["cupy", "torch-cpu", "array_api_strict"])
+@pytest.mark.parametrize("name", ["cupy", "torch-cpu", "array_api_strict", "jax-cpu"])
 def test_each_namespace_provides_what_the_reference_uses(name, namespace_calls):
     """Runs without a GPU: the namespace array-api-compat gives CuPy arrays has every function."""
     backend, _ = {"cupy": ("cupy", "cuda"), "torch-cpu": ("torch", "cpu"),
-                  "array_api_strict": ("array_api_strict", "cpu")}[name]
+                  "array_api_strict": ("array_api_strict", "cpu"), "jax-cpu": ("jax", "cpu")}[name]
     try:
         _backends.ADAPTERS[backend].module()
     except ImportError as exc:

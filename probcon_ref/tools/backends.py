@@ -34,6 +34,9 @@ class Target:
     from_numpy: Callable[[np.ndarray], Any]
     to_numpy: Callable[[Any], np.ndarray]
     synchronize: Callable[[], None]
+    #: ``ready(outputs)`` waits until ``outputs`` (arrays, or tuples of them) are computed: for a
+    #: library that dispatches asynchronously and has no device-wide synchronisation (JAX).
+    ready: Callable[[Any], Any] = lambda outputs: outputs
 
     @property
     def name(self) -> str:
@@ -48,6 +51,10 @@ class Target:
 
 def _noop() -> None:
     return None
+
+
+def _identity(outputs):
+    return outputs
 
 
 # ---------------------------------------------------------------------------------------
@@ -74,6 +81,9 @@ class _Adapter:
 
     def synchronizer(self, device: str) -> Callable[[], None]:
         return _noop
+
+    def ready(self) -> Callable[[Any], Any]:
+        return _identity
 
 
 class _NumPy(_Adapter):
@@ -147,7 +157,41 @@ class _CuPy(_Adapter):
         return self.module().cuda.Device().synchronize
 
 
-ADAPTERS: dict[str, _Adapter] = {a.backend: a for a in (_NumPy(), _Strict(), _Torch(), _CuPy())}
+class _JAX(_Adapter):
+    backend = "jax"
+
+    def module(self):
+        """``jax``, with float64 enabled (``jax_enable_x64``): float64 is a declared dtype, and
+        without it JAX stores every float64 array as float32."""
+        jax = super().module()
+        jax.config.update("jax_enable_x64", True)
+        return jax
+
+    def device_problem(self, device):
+        jax = self.module()
+        try:
+            jax.devices(device)
+        except RuntimeError as exc:
+            return f"jax {jax.__version__} has no {device} device ({exc})"
+        return None
+
+    def from_numpy(self, a, device, dtype):
+        jax = self.module()
+        wide = dtype == "bfloat16"  # NumPy has no bfloat16: round from float32 on the device
+        out = jax.device_put(np.asarray(a, dtype=np.float32 if wide else dtype), jax.devices(device)[0])
+        return out.astype(jax.numpy.bfloat16) if wide else out
+
+    def to_numpy(self, a):
+        jax = self.module()
+        if a.dtype == jax.numpy.bfloat16:
+            a = a.astype(jax.numpy.float32)
+        return np.asarray(jax.device_get(a))
+
+    def ready(self):
+        return self.module().block_until_ready
+
+
+ADAPTERS: dict[str, _Adapter] = {a.backend: a for a in (_NumPy(), _Strict(), _Torch(), _CuPy(), _JAX())}
 
 
 def availability(backend: str, device: str) -> str | None:
@@ -168,6 +212,7 @@ def make_target(backend: str, device: str, dtype: str) -> Target:
         lambda a: adapter.from_numpy(a, device, dtype),
         adapter.to_numpy,
         adapter.synchronizer(device),
+        adapter.ready(),
     )
 
 

@@ -3,7 +3,9 @@
 On one batch (built in, or sized by the options) it runs :func:`probcon_ref.pcl_loss_and_grad`
 and :func:`probcon_ref.ntxent_loss_and_grad` on every backend x device x dtype this machine
 has, compares each with the NumPy float64 result (the contract, section :ref:`6 <contract-accuracy>` tolerances), checks the
-float64 gradient against central finite differences, and prints one row per case.
+float64 gradient against central finite differences, and prints one row per case. On JAX
+both run twice: eagerly, and compiled by ``jax.jit`` (rows ``pcl-jit``, ``ntxent-jit``; the
+time is that of a compiled call, the compilation done in the warm-up).
 Exit status 1 on any failure.
 """
 
@@ -97,17 +99,22 @@ def run_checks(batch, repeats: int = 3) -> tuple[list[Row], dict[str, float]]:
     for target in available_targets():
         for name, (fn, args) in cases.items():
             rows.append(_run_one(name, fn, args, target, reference[name], repeats))
+        if target.backend == "jax":
+            import jax
+
+            for name, (fn, args) in cases.items():
+                rows.append(_run_one(f"{name}-jit", jax.jit(fn), args, target, reference[name], repeats))
     return rows, fd
 
 
 def _run_one(name, fn, args, target: Target, ref, repeats: int) -> Row:
     inputs = [target.from_numpy(a) for a in args]
-    fn(*inputs)  # warm-up
+    target.ready(fn(*inputs))  # warm-up
     target.synchronize()
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
-        loss, grads = fn(*inputs)
+        loss, grads = target.ready(fn(*inputs))
         target.synchronize()
         best = min(best, time.perf_counter() - t0)
     ref_loss, ref_grads = ref
@@ -119,12 +126,12 @@ def _run_one(name, fn, args, target: Target, ref, repeats: int) -> Row:
 
 
 def format_table(rows: list[Row]) -> str:
-    head = f"{'loss':<7} {'backend':<17} {'device':<6} {'dtype':<8} {'loss err':>10} {'grad err':>10} {'time':>10}  result"
+    head = f"{'loss':<10} {'backend':<17} {'device':<6} {'dtype':<8} {'loss err':>10} {'grad err':>10} {'time':>10}  result"
     lines = [head, "-" * len(head)]
     for r in rows:
         t = r.target
         lines.append(
-            f"{r.loss:<7} {t.backend:<17} {t.device:<6} {t.dtype:<8} {r.loss_error:10.2e} "
+            f"{r.loss:<10} {t.backend:<17} {t.device:<6} {t.dtype:<8} {r.loss_error:10.2e} "
             f"{r.grad_error:10.2e} {r.seconds * 1e3:8.2f}ms  {'pass' if r.ok else 'FAIL'}"
         )
     return "\n".join(lines)
