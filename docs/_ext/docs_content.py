@@ -34,6 +34,9 @@ API_GROUPS = {
         "probcon_ref.torch": "The PyTorch integration: autograd functions and modules.",
         "probcon_ref.torch.distributed": "The exact loss over the processes of a `torch.distributed` group.",
     },
+    "jax": {
+        "probcon_ref.jax": "The JAX integration: custom-VJP losses and the special functions under `jax.jit`.",
+    },
     "testing": {
         "probcon_ref.testing": "Validating another implementation against the reference.",
         "probcon_ref.testing.vectors": "Portable golden vectors.",
@@ -44,6 +47,7 @@ API_GROUPS = {
         "probcon_ref.tools.check": "The `probcon-ref check` command.",
         "probcon_ref.tools.bench": "The `probcon-ref bench` command.",
         "probcon_ref.tools.bench_device": "The benchmark's GPU section.",
+        "probcon_ref.tools.bench_jax": "The benchmark's JAX section.",
         "probcon_ref.tools.baselines": "What the benchmark compares with.",
         "probcon_ref.experiment": "The `probcon-ref experiment` command.",
     },

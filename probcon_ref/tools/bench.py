@@ -14,11 +14,15 @@ warm-up, and printed as ratios side by side:
 4. peak extra memory of the blocked loss+gradient against 2N;
 5. where PyTorch-CUDA or CuPy has a GPU, the PCL on the device against PyTorch-CUDA
    autograd NT-Xent and against the floor set by the matrix products and the bytes moved
-   (:mod:`probcon_ref.tools.bench_device`).
+   (:mod:`probcon_ref.tools.bench_device`);
+6. the JAX integration, jit-compiled value and gradient, against optax's NT-Xent and an
+   autodiff NT-Xent in ``jax.numpy``; the special functions jit-compiled against the same
+   code eager; and the time each jit compilation takes (needs JAX; the optax rows need
+   optax; ``probcon_ref.tools.bench_jax``).
 
-NumPy alone runs sections 1 and 4. The rows that compare with PyTorch or SciPy are left out,
-each with its reason printed and kept in the report's ``skipped`` list, when that library is
-not installed.
+NumPy alone runs sections 1 and 4. The rows that compare with PyTorch, SciPy, JAX or optax
+are left out, each with its reason printed and kept in the report's ``skipped`` list, when
+that library is not installed.
 
 How one case is timed and how its memory is measured is ``probcon_ref.tools.measure``;
 this module arranges the cases into the sections above and reports them.
@@ -129,7 +133,7 @@ def float32_finiteness(n2: int = 512, d: int = 512) -> dict:
     """Do the integration and the naive SciPy PCL stay finite in float32 at large order?
 
     With d = 512 the order is 255; ``ive(255, kappa)`` underflows to 0 for small kappa
-    (SPEC section 5), so the naive normaliser becomes ``-log 0 = inf``. Without SciPy the
+    (the contract, section :ref:`5 <contract-special>`), so the naive normaliser becomes ``-log 0 = inf``. Without SciPy the
     naive entries are ``None``.
     """
     import torch
@@ -214,6 +218,11 @@ def machine_description() -> dict:
 
         info["torch"] = torch.__version__
         info["torch_threads"] = torch.get_num_threads()
+    try:
+        import jax
+    except ImportError:
+        return info
+    info["jax"] = jax.__version__
     return info
 
 
@@ -251,6 +260,11 @@ def to_markdown(report: dict) -> str:
         from . import bench_device
 
         lines += ["", bench_device.to_markdown(report["device"]).rstrip("\n")]
+    if report.get("jax"):
+        from . import bench_jax
+
+        lines += ["", f"JAX {m.get('jax', '?')}: time to trace and compile each jit-compiled function.", "",
+                  bench_jax.to_markdown(report["jax"]).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
@@ -265,8 +279,31 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-memory", action="store_true", help="skip every memory measurement")
     parser.add_argument("--device-batch", default="16384,256",
                         help="2N,d of the GPU section (run when a CUDA device answers)")
+    parser.add_argument("--jax-batch", default="2048,128", help="2N,d of the JAX section (run when JAX is installed)")
+    parser.add_argument("--no-jax", action="store_true", help="skip the JAX section")
     parser.add_argument("--json", metavar="FILE", help="write the full report as JSON")
     parser.add_argument("--markdown", metavar="FILE", help="write the tables as Markdown")
+
+
+def _jax_section(args, report: dict, skip, special_size: int) -> list[Ratio]:
+    """Section 6, when JAX is installed and not turned off: its rows; the rest goes into ``report``."""
+    from . import bench_jax
+
+    print("6. JAX: jit-compiled value and gradient against optax and autodiff; special functions jit against eager")
+    reason = "turned off (--no-jax)" if args.no_jax else bench_jax.unavailable()
+    if reason:
+        skip(f"section 6, {reason}")
+        return []
+    n2, d = (256, 32) if args.quick else _ints(args.jax_batch)
+    result = bench_jax.jax_section(n2, d, args.repeats, special_size)
+    for what in result["skipped"]:
+        skip(what)
+    rows = [Ratio(**r) for r in result["rows"]]
+    for r in rows:
+        _progress(r)
+    bench_jax.print_section(result)
+    report["jax"] = {"compile_s": result["compile_s"]}
+    return rows
 
 
 def _ints(text: str) -> list[int]:
@@ -309,7 +346,6 @@ def run(args) -> int:
         skip(f"section 3, {NO_SCIPY}")
     else:
         ratios.append(special)
-    report["ratios"] = [dict(asdict(r), ratio=r.ratio) for r in ratios]
     if not args.no_memory and mem_sizes:
         print("4. peak extra memory of the blocked loss + gradient against 2N (NumPy, float32)")
         report["memory"] = memory_section(mem_sizes)
@@ -323,6 +359,8 @@ def run(args) -> int:
         print("5. GPU: PCL against PyTorch-CUDA autograd NT-Xent and against the floor")
         bench_device.print_section(device)
         report["device"] = device
+    ratios += _jax_section(args, report, skip, special_size)
+    report["ratios"] = [dict(asdict(r), ratio=r.ratio) for r in ratios]
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
