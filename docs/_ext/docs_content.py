@@ -432,6 +432,60 @@ def _link(c: Citation) -> str:
     return f"{{py:obj}}`{_package_name(c) or c.target}`"
 
 
+# ---------------------------------------------------------------------------------------
+# Every function of the mathematics cites its equation, or says why it has none
+# ---------------------------------------------------------------------------------------
+
+#: The citation rule: every function and class of these modules (the mathematics), private
+#: ones too, cites the equation it computes (``:eq:`label```) or says ``no equation:`` (or
+#: ``no equation of its own:``) and why; so do the public names (``__all__``) of
+#: ``PUBLIC_MODULES``. The pages find the code beside each equation by these citations.
+MATH_MODULES = ("loss.py", "gradient.py", "special.py")
+
+PUBLIC_MODULES = ("__init__.py", "tables.py", "torch/__init__.py", "torch/distributed.py", "jax/__init__.py",
+                  "jax/_special.py", "cupy/__init__.py")
+
+NO_EQUATION = re.compile(r"\bno equation( of its own)?: \S", re.I)
+
+
+def _citation_definitions(tree: ast.Module, *, methods: bool):
+    """Top-level functions and classes, and (with ``methods``) the methods of those classes."""
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            yield node.name, node
+            if methods and isinstance(node, ast.ClassDef):
+                for item in node.body:
+                    if isinstance(item, ast.FunctionDef) and not item.name.startswith("__"):
+                        yield f"{node.name}.{item.name}", item
+
+
+def uncited(path: Path, *, public_only: bool) -> list[str]:
+    """The definitions of ``path`` whose docstring neither cites an equation nor says why not."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    exported = _dunder_all(tree)
+    missing = []
+    for name, node in _citation_definitions(tree, methods=not public_only):
+        if public_only and name not in exported:
+            continue
+        doc = ast.get_docstring(node) or ""
+        if not (EQ_ROLE.search(doc) or NO_EQUATION.search(doc)):
+            missing.append(name)
+    return missing
+
+
+def uncited_definitions() -> list[str]:
+    """``module: name`` of every definition that breaks the citation rule (empty when it holds).
+
+    The build warns about each (so ``-W`` fails it), and ``tests/test_equation_citations.py``
+    holds the same rule.
+    """
+    out = []
+    for modules, public_only in ((MATH_MODULES, False), (PUBLIC_MODULES, True)):
+        for module in modules:
+            out += [f"probcon_ref/{module}: {name}" for name in uncited(PACKAGE / module, public_only=public_only)]
+    return out
+
+
 #: Pages in the order of the site's table of contents (equations are numbered in this order).
 PAGE_ORDER = ("derivation", "gradient", "special-functions", "properties")
 

@@ -16,6 +16,8 @@
   fetched (a site opened as ``file://``).
 * viewcode's "[docs]" back-links: each module's links point to the anchors of that module's
   own entries, also when an object re-exported by the package was documented first.
+* Citations: every function of the mathematics cites the equation it computes or says why
+  it has none (``docs_content.uncited``); each one that does neither is a warning.
 * Figures of the plot directive: a label above ``.. plot::`` names its figure (for
   ``{numref}``), and the figures are numbered 1, 2, 3 ... (the directive's copies for other
   output formats take no number).
@@ -541,6 +543,16 @@ def _search_page_scripts(app: Sphinx, pagename: str, templatename: str, context:
         app.add_js_file("probcon_search.js")
 
 
+def _check_citations(app: Sphinx) -> None:
+    """Warn (so ``-W`` fails the build) for every function of the mathematics that cites no
+    equation and does not say why (the rule of ``docs_content.uncited``)."""
+    import docs_content
+
+    for where in docs_content.uncited_definitions():
+        logger.warning("%s cites no equation and does not say 'no equation: why', so the pages "
+                       "cannot show it beside what it computes", where, type="probcon", subtype="citations")
+
+
 def setup(app: Sphinx) -> dict:
     app.connect("autodoc-process-docstring", _module_headings_to_rubrics, priority=400)
     app.add_directive("generated", GeneratedDirective)
@@ -551,6 +563,7 @@ def setup(app: Sphinx) -> dict:
     app.add_node(summary, html=(_visit_summary_html, _depart_summary_html), **other_formats)
     app.add_transform(PlotFigureTargets)
     app.connect("builder-inited", _check_mathjax)
+    app.connect("builder-inited", _check_citations)
     app.connect("builder-inited", _add_static_path)
     # After sphinx.ext.viewcode's own doctree-read handler (priority 500).
     app.connect("doctree-read", _viewcode_backlinks, priority=900)
