@@ -231,7 +231,8 @@ def test_compiled_model_with_the_loss_outside_matches_eager(tp):
 
 
 def test_the_loss_does_not_compile_into_one_graph(tp):
-    """fullgraph=True fails in a training step: the input checks read a value back and branch on it."""
+    """fullgraph=True fails in a training step, inside the input checks (which read a value back
+    and branch on it; dynamo may give up there for that reason or for another of their Python)."""
     torch._dynamo.reset()
     g = torch.Generator().manual_seed(0)
     z1, z2 = torch.randn(2, 8, 16, generator=g)
@@ -242,7 +243,7 @@ def test_the_loss_does_not_compile_into_one_graph(tp):
         compiled(z1, z2, k, k)
     message = str(info.value)
     torch._dynamo.reset()
-    assert "data-dependent" in message and "_inputs.py" in message, message[:2000]
+    assert "_inputs.py" in message, message[:2000]
 
 
 def _page_snippet(marker: str) -> str:
