@@ -11,10 +11,14 @@ import importlib
 import importlib.util
 import pkgutil
 import re
-import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the test extra brings tomli, the same parser
+    import tomli as tomllib
 
 import numpy as np
 
