@@ -9,7 +9,8 @@
   ``jax.grad`` of a naive float64 JAX loss and like the 50-digit oracle, for every reduction
   and per-anchor cotangents, under jit, grad, vmap, and train a tiny model under jit;
 * the special functions' derivative rules match mpmath;
-* ``validate`` passes a correct JAX loss (gradients through ``jax.grad``) and names a wrong one.
+* ``validate(framework="jax")`` and ``probcon-ref validate --framework jax`` pass a correct
+  JAX loss (gradients through ``jax.grad``) and name a wrong one.
 """
 
 from __future__ import annotations
@@ -442,25 +443,103 @@ def self_included(z1, z2, kappa1, kappa2):
 
 
 def test_validate_passes_a_correct_jax_loss_and_names_a_wrong_one():
-    """On a few cases of the battery: eager JAX compiles every operation for each new shape."""
+    """``framework="jax"``, on a few cases of the battery (eager JAX compiles every operation
+    for each new shape): the gradients come from ``jax.grad`` and the report says so."""
     from probcon_ref.testing import validate
 
-    right = validate(jax_candidate(pj.pcl_loss), cases=["random", "kappa-zero"], target="probcon_ref.jax.pcl_loss")
+    right = validate(pj.pcl_loss, framework="jax", cases=["random", "kappa-zero", "confident"],
+                     target="probcon_ref.jax.pcl_loss")
     assert right.passed, right.to_text()
-    assert {r.gradients for r in right.results} == {"returned"}  # to validate; they come from jax.grad
+    assert {r.gradients for r in right.results} == {"autograd"}
+    assert "framework jax" in right.to_text() and "gradients: autograd" in right.to_text()
+    wrong = validate(self_included, framework="jax", cases=["random"], dtypes="float64")
+    assert not wrong.passed and wrong.signatures == ["self-included"], wrong.to_text()
+    assert wrong.target == "self_included"  # the wrapper keeps the function's name
+    ntx = validate(lambda a, b, t: pj.ntxent_loss(a, b, temperature=t), loss="ntxent", framework="jax",
+                   cases=["random"], dtypes="float64")
+    assert ntx.passed, ntx.to_text()
+    per_anchor = validate(functools.partial(pj.pcl_loss, reduction="none"), framework="jax",
+                          reduction="none", cases=["random"], dtypes="float32")
+    assert per_anchor.passed and per_anchor.results[0].gradients == "autograd", per_anchor.to_text()
+
+
+def test_the_gradients_option_with_jax():
+    """"returned" checks the gradients ``fn`` returns, "autograd" takes ``jax.grad`` even then,
+    "none" checks the loss only; a JAX loss returning no gradients fails "returned"."""
+    from probcon_ref.testing import validate
+
+    def own(*args):
+        return pr.pcl_loss_and_grad(*args)  # NumPy's gradients, returned; no rule for jax.grad
+
+    returned = validate(own, framework="jax", gradients="returned", cases=["random"], dtypes="float64")
+    assert returned.passed and returned.results[0].gradients == "returned", returned.to_text()
+    by_grad = validate(pj.pcl_loss, framework="jax", gradients="autograd", cases=["random"], dtypes="float64")
+    assert by_grad.passed and by_grad.results[0].gradients == "autograd", by_grad.to_text()
+    loss_only = validate(pj.pcl_loss, framework="jax", gradients="none", cases=["random"], dtypes="float64")
+    assert loss_only.passed and loss_only.results[0].gradients == "none"
+    assert set(loss_only.results[0].errors) == {"loss"}
+    missing = validate(pj.pcl_loss, framework="jax", gradients="returned", cases=["random"], dtypes="float64")
+    assert missing.results[0].status == "error" and "returned no gradients" in missing.results[0].message
+
+
+def test_the_wrapper_gives_numpy_arrays_in_jax_dtypes():
     candidate = jax_candidate(pj.pcl_loss)
     loss, grads = candidate(*batch(15))
     assert candidate.gradient_source == "jax.grad" and loss.dtype == np.float64 and len(grads) == 4
+    assert all(isinstance(g, np.ndarray) and g.dtype == np.float64 for g in grads)
+    loss32, grads32 = candidate(*batch(15, dtype="float32"))
+    assert loss32.dtype == np.float32 and {g.dtype for g in grads32} == {np.dtype(np.float32)}
     own = jax_candidate(lambda *a: pr.pcl_loss_and_grad(*a), gradients="autograd")
     _, grads_by_jax = own(*batch(15))  # its own gradients ignored: jax.grad of its loss (no custom rule)
     assert own.gradient_source == "jax.grad"
     for a, b in zip(grads, grads_by_jax):
         assert max_norm_error(a, b) <= 1e-12
-    wrong = validate(jax_candidate(self_included), cases=["random"], dtypes="float64", target="self_included")
-    assert not wrong.passed and wrong.signatures == ["self-included"], wrong.to_text()
-    ntx = validate(jax_candidate(lambda a, b, t: pj.ntxent_loss(a, b, temperature=t), loss="ntxent"),
-                   loss="ntxent", cases=["random"], dtypes="float64")
-    assert ntx.passed, ntx.to_text()
+
+
+def test_the_floor_is_in_smallest_normals_for_jax():
+    """XLA flushes subnormals (the test below): the confident float32 case, whose loss is
+    subnormal in float32, is held to a floor of smallest normals for JAX, and the report's
+    head says so; for NumPy the floor stays in subnormals."""
+    from probcon_ref.testing import Convention, battery
+    from probcon_ref.testing.measure import reference
+    from probcon_ref.testing.runner import rounded_inputs
+
+    case = next(c for c in battery("pcl") if c.name == "confident")
+    floors = {}
+    for fw in ("numpy", "jax"):
+        conv = Convention(framework=fw)
+        _, x = rounded_inputs(case, conv, "float32")
+        floors[fw] = reference(x, case, conv, "float32").loss_floor
+    tiny = np.finfo(np.float32)
+    assert floors["jax"] / floors["numpy"] == pytest.approx(float(tiny.smallest_normal / tiny.smallest_subnormal))
+
+
+def test_cli_validates_a_jax_file(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "mine.py").write_text(
+        "import probcon_ref.jax as pj\n"
+        "def right(z1, z2, k1, k2):\n"
+        "    return pj.pcl_loss(z1, z2, k1, k2)\n"
+        "def mean_positive(z1, z2, k1, k2):\n"
+        "    return 2 * pj.pcl_loss(z1, z2, k1, k2)\n")
+    for name, code, word in (("right", 0, "PASS"), ("mean_positive", 1, "FAIL")):
+        proc = subprocess.run([sys.executable, "-m", "probcon_ref", "validate", f"mine.py:{name}", "--framework", "jax",
+                               "--case", "random", "--dtype", "float64"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == code, proc.stdout + proc.stderr
+        assert proc.stdout.rstrip().endswith(word) and "gradients: autograd" in proc.stdout
+
+
+def test_framework_jax_without_jax_names_what_is_missing(monkeypatch):
+    import sys
+
+    from probcon_ref.testing import validate
+
+    monkeypatch.setitem(sys.modules, "probcon_ref.jax._validate", None)
+    with pytest.raises(ImportError, match="framework='jax' needs JAX installed"):
+        validate(pj.pcl_loss, framework="jax", cases=["random"])
 
 
 def test_xla_flushes_subnormal_results_to_zero():

@@ -487,7 +487,7 @@ def test_cli_imports_module_from_the_current_directory(tmp_path):
 
 @pytest.mark.parametrize("kwargs, exc, word", [
     ({"loss": "infonce"}, ValueError, "loss"),
-    ({"framework": "jax"}, ValueError, "framework"),
+    ({"framework": "tensorflow"}, ValueError, "framework"),
     ({"reduction": "avg"}, ValueError, "reduction"),
     ({"kappa": "exp"}, ValueError, "kappa"),
     ({"gradients": "maybe"}, ValueError, "gradients"),

@@ -4,7 +4,8 @@
 battery of cases covering every regime of the contract, section :ref:`6 <contract-accuracy>` (random batches; d = 2, 3, odd and
 large; tiny, huge and zero kappa; identical and antipodal views; tiny, huge and mixed raw
 norms; N = 1), in float64 and float32, and compare its loss, and its gradients when it
-returns them or PyTorch autograd can take them, with the reference evaluated in NumPy
+returns them or autograd can take them (PyTorch's through the returned tensor, ``jax.grad``
+for ``framework="jax"``), with the reference evaluated in NumPy
 float64 on the same (rounded) inputs. It prints a per-case report with the worst errors and
 a verdict, and where the failures have a recognisable signature it says which
 (:mod:`probcon_ref.testing.diagnose`).

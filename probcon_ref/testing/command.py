@@ -99,7 +99,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--temperature", type=float, default=None,
                         help="NT-Xent: the fixed temperature of fn(z1, z2); omitted: fn(z1, z2, temperature)")
     parser.add_argument("--gradients", choices=GRADIENTS, default="auto",
-                        help="returned by the function, PyTorch autograd, or none (default auto)")
+                        help="returned by the function, autograd (PyTorch's, or jax.grad for --framework jax), "
+                             "or none (default auto)")
     parser.add_argument("--dtype", action="append", choices=DTYPES, dest="dtypes",
                         help="float64 and/or float32 (repeatable; default both)")
     parser.add_argument("--case", action="append", dest="cases", metavar="NAME", help="run only this case (repeatable)")

@@ -15,7 +15,7 @@ __all__ = ["Convention", "LOSSES", "FRAMEWORKS", "REDUCTIONS", "KAPPA_MODES", "G
            "choice", "check_temperature", "grad_keys"]
 
 LOSSES = ("pcl", "ntxent")
-FRAMEWORKS = ("numpy", "torch", "cupy")
+FRAMEWORKS = ("numpy", "torch", "cupy", "jax")
 REDUCTIONS = ("mean", "sum", "none", "pair-mean")
 KAPPA_MODES = ("kappa", "log")
 GRADIENTS = ("auto", "autograd", "returned", "none")
@@ -61,8 +61,8 @@ class Convention:
             raise ValueError("temperature applies to loss='ntxent' only")
         if self.kappa == "log" and self.loss != "pcl":
             raise ValueError("kappa='log' applies to loss='pcl' only")
-        if self.gradients == "autograd" and self.framework != "torch":
-            raise ValueError("gradients='autograd' needs framework='torch'")
+        if self.gradients == "autograd" and self.framework not in ("torch", "jax"):
+            raise ValueError("gradients='autograd' needs framework='torch' or 'jax'")
 
     def describe(self) -> str:
         """The convention in words, for the report."""

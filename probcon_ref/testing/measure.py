@@ -3,7 +3,9 @@
 For each run (a case in a dtype) the reference is evaluated in NumPy float64 on the inputs
 the callable received, after their rounding to its dtype. The loss error is relative, per
 anchor where the callable returns per-anchor losses, with an absolute floor of
-:data:`~probcon_ref.testing.tolerances.SUBNORMALS` smallest subnormals per candidate; a
+:data:`~probcon_ref.testing.tolerances.SUBNORMALS` smallest subnormals per candidate (smallest
+normals for a framework that flushes subnormals to zero,
+:data:`~probcon_ref.testing.tolerances.FLUSH_TO_ZERO`); a
 gradient block's error is ``max_a |got_a - ref_a| / s_a``, ``s_a`` the larger of the block's
 max-norm and the terms' scale of row ``a``. The tolerances are those of the contract, section :ref:`6 <contract-accuracy>`, raised to
 ``ROUNDING * eps * S`` where the logits' size ``S`` makes that larger.
@@ -21,7 +23,7 @@ from .. import ntxent_loss, ntxent_loss_and_grad, pcl_loss, pcl_loss_and_grad
 from . import host
 from .cases import Case
 from .convention import Convention, grad_keys
-from .tolerances import ROUNDING, SUBNORMALS, TOLERANCES
+from .tolerances import FLUSH_TO_ZERO, ROUNDING, SUBNORMALS, TOLERANCES
 
 __all__ = ["Reference", "reference", "cached_reference", "loss_error", "loss_rounding", "row_errors",
            "block_error"]
@@ -89,6 +91,13 @@ def _row_scales(x: dict, case: Case, conv: Convention, weights, k, floor: float)
     return terms, positive, floors
 
 
+def smallest_result(dtype: str, framework: str) -> float:
+    """The smallest positive value ``framework`` computes in ``dtype``: the smallest subnormal,
+    or the smallest normal number where the framework flushes subnormals to zero."""
+    info = np.finfo(dtype)
+    return float(info.smallest_normal if framework in FLUSH_TO_ZERO else info.smallest_subnormal)
+
+
 def reference(x: dict, case: Case, conv: Convention, dtype: str) -> Reference:
     """Reference loss and gradients for inputs ``x`` (float64 holding the rounded values), and
     the per-anchor tolerances, per-row scales and floors of the contract, section :ref:`6 <contract-accuracy>` for ``dtype``."""
@@ -102,7 +111,7 @@ def reference(x: dict, case: Case, conv: Convention, dtype: str) -> Reference:
     loss_tol = np.maximum(tol_loss, ROUNDING * eps * size)
     grad_tol = max(tol_grad, ROUNDING * eps * float(np.max(size)))
     # absolute, per unit of the factor each block multiplies W by
-    floor = SUBNORMALS * n2 * float(np.finfo(dtype).smallest_subnormal)
+    floor = SUBNORMALS * n2 * smallest_result(dtype, conv.framework)
     terms, positive, floors = _row_scales(x, case, conv, weights, k, floor)
     grad_scale, positive_scale = {}, {}
     for key in grad_keys(conv):
@@ -122,7 +131,7 @@ _CACHE: dict = {}
 def cached_reference(case: Case, conv: Convention, dtype: str, x: dict) -> Reference:
     """:func:`reference`, kept for the (case, convention, dtype) it was computed for."""
     key = (case.name, case.temperature, conv.loss, conv.reduction, conv.kappa, dtype,
-           hash(b"".join(case.inputs[k].tobytes() for k in sorted(case.inputs))))
+           conv.framework in FLUSH_TO_ZERO, hash(b"".join(case.inputs[k].tobytes() for k in sorted(case.inputs))))
     if key not in _CACHE:
         if len(_CACHE) > 512:
             _CACHE.clear()

@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import __version__
 from .convention import Convention, grad_keys
-from .tolerances import ROUNDING, TOLERANCES
+from .tolerances import FLUSH_TO_ZERO, ROUNDING, TOLERANCES
 
 #: A float32 failure within this many units of roundoff of the logits' size is at the level
 #: of the rounding no float32 implementation avoids (twice the raised tolerance).
@@ -196,13 +196,15 @@ class Report:
                 "tolerances: " + "; ".join(f"{dt} loss {TOLERANCES[dt][0]:.0e}, gradients {TOLERANCES[dt][1]:.0e}"
                                           for dt in self.dtypes)
                 + f", raised to {ROUNDING} eps x the logits' size where that is larger (marked 'tol')",
+                *(["floor: in smallest normal numbers, not subnormals: this framework flushes "
+                   "subnormal results to zero"] if self.convention.framework in FLUSH_TO_ZERO else []),
                 ""]
 
     def _summary(self, labels: dict) -> list[str]:
         """How gradients were obtained and the worst errors of each dtype."""
         how = sorted({r.gradients for r in self.results if r.status in ("pass", "fail")})
         if how == ["none"] or not how:
-            lines = ["gradients: not checked (none returned, and no PyTorch autograd graph)"]
+            lines = ["gradients: not checked (none returned, and none taken by autograd)"]
         else:
             lines = ["gradients: " + ", ".join(h for h in how if h != "none")]
         for dt, worst in self.worst().items():

@@ -120,10 +120,11 @@ def call(fn, fw: Framework, conv: Convention, case: Case, args: dict, dtype: str
     loss, grads = _split_output(out, conv)
     how, got_grads = "none", None
     dtypes = {"loss": dtype_name(loss)}
-    if grads is not None and conv.gradients in ("auto", "returned"):
+    by_jax_grad = getattr(fn, "gradient_source", None) == "jax.grad"  # see Framework.wrap
+    if grads is not None and (by_jax_grad or conv.gradients in ("auto", "returned")):
         dtypes.update({k: dtype_name(v) for k, v in grads.items()})
         got_grads = {k: to_numpy(v) for k, v in grads.items()}
-        how = "returned"
+        how = "autograd" if by_jax_grad else "returned"
     elif conv.gradients == "returned":
         raise ValueError("gradients='returned' but the function returned no gradients")
     elif want_autograd and fw.is_tensor(loss):

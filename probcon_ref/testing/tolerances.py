@@ -82,3 +82,7 @@ ROUNDING = 8
 #: Absolute floor of a per-anchor loss, in smallest subnormals of the output dtype per
 #: candidate: a term that underflows keeps only an absolute error of that size.
 SUBNORMALS = 4
+#: Frameworks whose arithmetic flushes subnormal results to zero (XLA on the CPU does; a test
+#: of the JAX integration shows it): the smallest nonzero value they compute is the dtype's
+#: smallest normal number, which takes the smallest subnormal's place in the floor above.
+FLUSH_TO_ZERO = ("jax",)

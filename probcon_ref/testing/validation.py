@@ -46,8 +46,9 @@ def validate(fn: Callable, *, loss: str = "pcl", framework: str = "numpy", devic
         for NT-Xent, or ``fn(z1, z2)`` when ``temperature`` is given. Returns the loss or
         ``(loss, grads)``.
     loss : {"pcl", "ntxent"}
-    framework : {"numpy", "torch", "cupy"}
+    framework : {"numpy", "torch", "cupy", "jax"}
         The array type ``fn`` receives. ``device`` selects the PyTorch device (default CPU).
+        A JAX ``fn`` is called eagerly on JAX arrays (float64 ones inside ``jax.enable_x64``).
     reduction : {"mean", "sum", "none", "pair-mean"}
         What ``fn`` returns: mean or sum over the 2N anchors, the (2N,) per-anchor losses
         (view 1 first), or the sum divided by N.
@@ -58,8 +59,9 @@ def validate(fn: Callable, *, loss: str = "pcl", framework: str = "numpy", devic
         NT-Xent: a fixed temperature ``fn`` uses (then ``fn(z1, z2)`` is called); by default each
         case's temperature is passed.
     gradients : {"auto", "autograd", "returned", "none"}
-        Where gradients come from: returned by ``fn``, PyTorch autograd, or not checked. "auto"
-        takes returned gradients, else autograd when ``fn`` returns a torch tensor.
+        Where gradients come from: returned by ``fn``, autograd (PyTorch's through the returned
+        tensor; for JAX ``jax.grad`` of ``fn``'s summed loss), or not checked. "auto" takes
+        returned gradients, else autograd when ``fn`` returns a torch tensor or is a JAX loss.
     dtypes : sequence of {"float64", "float32"}
     cases : sequence of str, optional
         Run only the cases with these names. ``seed`` draws another battery.
@@ -84,8 +86,9 @@ def validate(fn: Callable, *, loss: str = "pcl", framework: str = "numpy", devic
                       temperature=None if temperature is None else float(temperature), gradients=gradients)
     dtypes, chosen = _chosen(loss, conv.temperature, dtypes, cases, seed)
     fw = Framework(framework, device)
+    fn = fw.wrap(fn, loss, gradients)
     results = [run_case(fn, fw, conv, case, dt) for case in chosen for dt in dtypes if case.runs_in(dt)]
     failing = [r for r in results if r.status in ("fail", "error")]
     findings = explain(fn, fw, conv, results, {c.name: c for c in chosen}) if failing else []
-    name = target or getattr(fn, "__qualname__", None) or repr(fn)
+    name = target or getattr(fn, "__qualname__", None) or repr(fn)  # the wrapper keeps fn's name
     return Report(name, conv, results, findings, dtypes)
