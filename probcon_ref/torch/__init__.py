@@ -53,7 +53,7 @@ Examples
 
 from __future__ import annotations
 
-import functools
+import math
 
 try:
     import torch
@@ -64,16 +64,98 @@ from .. import loss as _loss
 from .. import ntxent_loss as _ntxent_loss, ntxent_loss_and_grad as _ntxent_loss_and_grad
 from .. import pcl_loss as _pcl_loss, pcl_loss_and_grad as _pcl_loss_and_grad
 from .._arrays import check_positive_scalar
-from ._autograd import AnalyticSpec, _check_reduction, _check_tensors, analytic_loss
+from ._autograd import Kind, Options, _check_reduction, _check_tensors, analytic_loss, register_kind
+from ._bank import MemoryBank, check_bank_size
 
-__all__ = ["pcl_loss", "ntxent_loss", "PCLLoss", "NTXentLoss", "distributed"]
+__all__ = ["pcl_loss", "ntxent_loss", "PCLLoss", "NTXentLoss", "MemoryBank", "distributed"]
+
 
 def _grad_wanted(*tensors) -> bool:
     """Whether autograd will ask for a gradient: then the forward computes it in the same pass."""
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
-def pcl_loss(z1, z2, kappa1, kappa2, *, reduction: str = "mean", block_size: int | None = None):
+# ---------------------------------------------------------------------------------------
+# The two kinds of the single-process operator: the reference, called on the tensors
+# ---------------------------------------------------------------------------------------
+
+
+def _pcl_arguments(inputs, extra, options: Options):
+    """``(z1, z2, kappa1, kappa2)`` and the keywords of the reference: log-kappa exponentiated,
+    the extra candidates (directions and concentrations) passed on."""
+    z1, z2, k1, k2 = inputs
+    if options.log_kappa:
+        k1, k2 = torch.exp(k1), torch.exp(k2)
+    keywords = {"block_size": options.block_size}
+    if extra:
+        keywords.update(extra_z=extra[0], extra_kappa=extra[1])
+    return (z1, z2, k1, k2), keywords
+
+
+def _pcl_kind_loss(inputs, extra, options: Options, reduction: str):
+    args, keywords = _pcl_arguments(inputs, extra, options)
+    return _pcl_loss(*args, reduction=reduction, **keywords)
+
+
+def _pcl_kind_loss_and_grad(inputs, extra, options: Options, **how):
+    """With ``kappa = exp(s)`` given as ``s``: ``dL/ds = kappa dL/dkappa``, the chain rule
+    applied to the analytic gradient :eq:`eq-grad-kappa`."""
+    args, keywords = _pcl_arguments(inputs, extra, options)
+    value, g = _pcl_loss_and_grad(*args, **how, **keywords)
+    if options.log_kappa:
+        return value, (g.z1, g.z2, g.kappa1 * args[2], g.kappa2 * args[3])
+    return value, tuple(g)
+
+
+def _ntxent_arguments(inputs, extra, options: Options):
+    """``(z1, z2)`` and the reference's keywords: the temperature, fixed (a number) or learnable
+    (a third input, 0-d), and the extra candidates."""
+    keywords = {"block_size": options.block_size,
+                "temperature": inputs[2] if len(inputs) == 3 else options.temperature}
+    if extra:
+        keywords["extra_z"] = extra[0]
+    return tuple(inputs[:2]), keywords
+
+
+def _ntxent_kind_loss(inputs, extra, options: Options, reduction: str):
+    args, keywords = _ntxent_arguments(inputs, extra, options)
+    return _ntxent_loss(*args, reduction=reduction, **keywords)
+
+
+def _ntxent_kind_loss_and_grad(inputs, extra, options: Options, **how):
+    """A learnable temperature's derivative is the reference's ``dL/dtau`` (``temperature_grad``)."""
+    args, keywords = _ntxent_arguments(inputs, extra, options)
+    learnable = len(inputs) == 3
+    value, g = _ntxent_loss_and_grad(*args, **how, temperature_grad=learnable, **keywords) if learnable \
+        else _ntxent_loss_and_grad(*args, **how, **keywords)
+    return value, tuple(g)
+
+
+register_kind("pcl", Kind(_pcl_kind_loss, _pcl_kind_loss_and_grad))
+register_kind("ntxent", Kind(_ntxent_kind_loss, _ntxent_kind_loss_and_grad))
+
+
+# ---------------------------------------------------------------------------------------
+# The functions
+# ---------------------------------------------------------------------------------------
+
+
+def _extra_candidates(extra_z, extra_kappa, names=("extra_z", "extra_kappa")) -> tuple:
+    """The extra candidates as the operator takes them: detached constants (nothing flows to
+    them, the contract, section :ref:`3.1 <contract-loss>`), ``()`` when there are none."""
+    if extra_z is None:
+        if extra_kappa is not None:
+            raise ValueError(f"{names[1]} is given without {names[0]}")
+        return ()
+    _check_tensors(**{names[0]: extra_z})
+    if extra_kappa is None:
+        return (extra_z.detach(),)
+    _check_tensors(**{names[1]: extra_kappa})
+    return extra_z.detach(), extra_kappa.detach()
+
+
+def pcl_loss(z1, z2, kappa1, kappa2, *, reduction: str = "mean", block_size: int | None = None,
+             kappa_is_log: bool = False, extra_z=None, extra_kappa=None, _names: str = ""):
     """The probabilistic contrastive loss, differentiable with its analytic gradient.
 
     Same mathematics, arguments and input rules as :func:`probcon_ref.pcl_loss`
@@ -85,80 +167,173 @@ def pcl_loss(z1, z2, kappa1, kappa2, *, reduction: str = "mean", block_size: int
     z1, z2 : torch.Tensor, shape (N, d)
         Raw embeddings of the two views, on one device.
     kappa1, kappa2 : torch.Tensor, shape (N,)
-        Concentrations ``>= 0``, for instance ``softplus`` or ``exp`` of a confidence head.
+        Concentrations ``>= 0``, for instance ``softplus`` or ``exp`` of a confidence head;
+        with ``kappa_is_log=True`` their logarithms (any real number; the gradient is
+        ``kappa dL/dkappa``, applied to the analytic one).
     reduction : {"mean", "sum", "none"}
         Mean or sum over the 2N anchors, or the per-anchor losses (view 1 first).
     block_size : int, optional
         Anchors processed at a time, as in :func:`probcon_ref.pcl_loss` (bounds the memory).
+    extra_z, extra_kappa : torch.Tensor, shape (M, d) and (M,), optional
+        Extra candidates (a memory bank), constants: no gradient flows to them.
 
     Returns
     -------
     torch.Tensor
-        0-d (shape (2N,) for ``"none"``), on the inputs' device, in their promoted dtype.
+        0-d (shape (2N,) for ``"none"``), on the inputs' device, in their promoted dtype
+        (float32 at least under ``torch.autocast``).
     """
-    _check_tensors(z1=z1, z2=z2, kappa1=kappa1, kappa2=kappa2)
-    reduction = _check_reduction(reduction)
-    block_size = _loss.check_block_size(block_size)
-    spec = AnalyticSpec(functools.partial(_pcl_loss, block_size=block_size),
-                        functools.partial(_pcl_loss_and_grad, block_size=block_size),
-                        reduction, _grad_wanted(z1, z2, kappa1, kappa2))
-    return analytic_loss(spec, z1, z2, kappa1, kappa2)
+    names = _names.split(",") if _names else ["z1", "z2", "kappa1", "kappa2"]
+    _check_tensors(**dict(zip(names, (z1, z2, kappa1, kappa2))))
+    extra = _extra_candidates(extra_z, extra_kappa)
+    if extra and len(extra) != 2:
+        raise ValueError("extra_kappa is required with extra_z for the PCL")
+    options = Options(None, _loss.check_block_size(block_size), "", bool(kappa_is_log))
+    if kappa_is_log and _names:
+        _names = ",".join([*names[:2], *(f"exp({n})" for n in names[2:])])
+    return analytic_loss("pcl", (z1, z2, kappa1, kappa2), extra, reduction=_check_reduction(reduction),
+                         options=options, names=_names, with_grad=_grad_wanted(z1, z2, kappa1, kappa2))
 
 
-def ntxent_loss(z1, z2, *, temperature: float = 0.5, reduction: str = "mean", block_size: int | None = None):
+def _temperature(temperature):
+    """A number > 0 (checked), or a 0-d tensor (a learnable temperature), as it is."""
+    if isinstance(temperature, torch.Tensor):
+        if temperature.ndim != 0 or not temperature.is_floating_point():
+            raise ValueError(f"a temperature tensor must be 0-d and floating, got shape {tuple(temperature.shape)} "
+                             f"and dtype {temperature.dtype}")
+        return temperature
+    return check_positive_scalar(temperature, "temperature")
+
+
+def ntxent_loss(z1, z2, *, temperature=0.5, reduction: str = "mean", block_size: int | None = None,
+                extra_z=None, _names: str = ""):
     """NT-Xent with its analytic gradient (:eq:`eq-ntxent-logits`); see :func:`pcl_loss`.
 
     The deterministic special case of the PCL with every ``kappa = 1/temperature``.
+    ``temperature`` is a number, or a 0-d tensor: a learnable temperature, whose gradient
+    is the analytic ``dL/dtau`` of :func:`probcon_ref.ntxent_loss_and_grad`. ``extra_z``:
+    extra candidates (a memory bank), constants.
     """
-    _check_tensors(z1=z1, z2=z2)
-    temperature = check_positive_scalar(temperature, "temperature")
-    reduction = _check_reduction(reduction)
-    block_size = _loss.check_block_size(block_size)
-    bound = {"temperature": temperature, "block_size": block_size}
-    spec = AnalyticSpec(functools.partial(_ntxent_loss, **bound), functools.partial(_ntxent_loss_and_grad, **bound),
-                        reduction, _grad_wanted(z1, z2))
-    return analytic_loss(spec, z1, z2)
+    names = _names.split(",") if _names else ["z1", "z2"]
+    _check_tensors(**dict(zip(names, (z1, z2))))
+    temperature = _temperature(temperature)
+    extra = _extra_candidates(extra_z, None)
+    learnable = isinstance(temperature, torch.Tensor)
+    inputs = (z1, z2, temperature) if learnable else (z1, z2)
+    options = Options(None if learnable else temperature, _loss.check_block_size(block_size), "", False)
+    return analytic_loss("ntxent", inputs, extra, reduction=_check_reduction(reduction), options=options,
+                         names=_names, with_grad=_grad_wanted(*inputs))
+
+
+# ---------------------------------------------------------------------------------------
+# The modules
+# ---------------------------------------------------------------------------------------
+
+
+def _check_flag(value, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__}")
+    return value
+
+
+def _check_distributed(gather_distributed, memory_bank_size: int) -> bool:
+    gather = _check_flag(gather_distributed, "gather_distributed")
+    if gather and memory_bank_size:
+        raise ValueError("gather_distributed=True with a memory bank is not supported: choose one")
+    return gather
 
 
 class PCLLoss(torch.nn.Module):
     """The probabilistic contrastive loss as a module: ``criterion(out0, out1, kappa0, kappa1)``.
 
     ``out0, out1`` are the embeddings of the two views, shape (N, d); ``kappa0, kappa1`` their
-    confidences, shape (N,), ``>= 0``. See :func:`pcl_loss`.
+    confidences, shape (N,), ``>= 0`` (their logarithms with ``kappa_is_log=True``). See
+    :func:`pcl_loss`; error messages name these arguments.
+
+    * ``memory_bank_size=M``: a :class:`MemoryBank` of the last M views' directions and
+      concentrations, extra candidates of every anchor, updated after each forward in
+      training mode.
+    * ``gather_distributed=True``: the exact loss over every process of the default
+      ``torch.distributed`` group (:func:`probcon_ref.torch.distributed.pcl_loss`), with its
+      gradient multiplied by the world size, so that ``DistributedDataParallel``'s averaging
+      of the parameters' gradients gives the gradient of the global loss.
 
     No equation of its own: it calls :func:`pcl_loss`, which cites the loss's equations.
     """
 
-    def __init__(self, reduction: str = "mean", block_size: int | None = None):
+    def __init__(self, reduction: str = "mean", block_size: int | None = None, *, memory_bank_size: int = 0,
+                 gather_distributed: bool = False, kappa_is_log: bool = False):
         super().__init__()
         self.reduction = _check_reduction(reduction)
         self.block_size = _loss.check_block_size(block_size)
+        self.kappa_is_log = _check_flag(kappa_is_log, "kappa_is_log")
+        size = check_bank_size(memory_bank_size)
+        self.gather_distributed = _check_distributed(gather_distributed, size)
+        self.memory_bank = MemoryBank(size, with_kappa=True) if size else None
 
     def forward(self, out0, out1, kappa0, kappa1):
-        return pcl_loss(out0, out1, kappa0, kappa1, reduction=self.reduction, block_size=self.block_size)
+        if self.gather_distributed:
+            return distributed._module_loss("pcl", (out0, out1, kappa0, kappa1), self)
+        extra = self.memory_bank.candidates() if self.memory_bank is not None else ()
+        loss = pcl_loss(out0, out1, kappa0, kappa1, reduction=self.reduction, block_size=self.block_size,
+                        kappa_is_log=self.kappa_is_log, extra_z=extra[0] if extra else None,
+                        extra_kappa=extra[1] if extra else None, _names="out0,out1,kappa0,kappa1")
+        if self.memory_bank is not None and self.training:
+            kappa = torch.cat([kappa0, kappa1]).detach()
+            self.memory_bank.push(torch.cat([out0, out1]), torch.exp(kappa) if self.kappa_is_log else kappa)
+        return loss
 
     def extra_repr(self) -> str:
-        return f"reduction={self.reduction!r}, block_size={self.block_size}"
+        return (f"reduction={self.reduction!r}, block_size={self.block_size}, kappa_is_log={self.kappa_is_log}, "
+                f"gather_distributed={self.gather_distributed}")
 
 
 class NTXentLoss(torch.nn.Module):
     """NT-Xent as a module: ``criterion(out0, out1)``, default temperature 0.5 (as in lightly).
 
+    ``temperature`` is a number, or a 0-d tensor (a ``torch.nn.Parameter`` is registered
+    and learned); ``learn_temperature=True`` learns it as ``exp`` of a parameter
+    ``log_temperature`` started at ``log(temperature)`` (CLIP's parametrisation). Its
+    gradient is the analytic ``dL/dtau``. ``memory_bank_size`` and ``gather_distributed``
+    as for :class:`PCLLoss`.
+
     No equation of its own: it calls :func:`ntxent_loss`, which cites the loss's equations.
     """
 
-    def __init__(self, temperature: float = 0.5, reduction: str = "mean", block_size: int | None = None):
+    def __init__(self, temperature=0.5, reduction: str = "mean", block_size: int | None = None, *,
+                 learn_temperature: bool = False, memory_bank_size: int = 0, gather_distributed: bool = False):
         super().__init__()
-        self.temperature = check_positive_scalar(temperature, "temperature")
+        temperature = _temperature(temperature)
+        if _check_flag(learn_temperature, "learn_temperature"):
+            start = float(temperature.detach()) if isinstance(temperature, torch.Tensor) else temperature
+            self.log_temperature = torch.nn.Parameter(torch.tensor(math.log(start)))
+            self.temperature = None
+        else:
+            self.temperature = temperature
         self.reduction = _check_reduction(reduction)
         self.block_size = _loss.check_block_size(block_size)
+        size = check_bank_size(memory_bank_size)
+        self.gather_distributed = _check_distributed(gather_distributed, size)
+        self.memory_bank = MemoryBank(size, with_kappa=False) if size else None
+
+    def current_temperature(self):
+        """The temperature used now: the number, the tensor, or ``exp(log_temperature)``."""
+        return torch.exp(self.log_temperature) if self.temperature is None else self.temperature
 
     def forward(self, out0, out1):
-        return ntxent_loss(out0, out1, temperature=self.temperature, reduction=self.reduction,
-                           block_size=self.block_size)
+        if self.gather_distributed:
+            return distributed._module_loss("ntxent", (out0, out1), self)
+        extra = self.memory_bank.candidates() if self.memory_bank is not None else ()
+        loss = ntxent_loss(out0, out1, temperature=self.current_temperature(), reduction=self.reduction,
+                           block_size=self.block_size, extra_z=extra[0] if extra else None, _names="out0,out1")
+        if self.memory_bank is not None and self.training:
+            self.memory_bank.push(torch.cat([out0, out1]))
+        return loss
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, reduction={self.reduction!r}, block_size={self.block_size}"
+        tau = "learned" if self.temperature is None else self.temperature
+        return (f"temperature={tau}, reduction={self.reduction!r}, block_size={self.block_size}, "
+                f"gather_distributed={self.gather_distributed}")
 
 
 from . import distributed  # noqa: E402  (after the modules, as the package's last name)

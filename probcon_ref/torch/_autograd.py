@@ -1,25 +1,37 @@
-"""The one ``torch.autograd.Function`` of the PyTorch integration, and its guards.
+"""The two PyTorch custom operators of the integration, their autograd rule, and their guards.
 
-:func:`analytic_loss` runs a loss whose backward is its vector-Jacobian product, computed by
-formula (:class:`AnalyticSpec`): the single-process losses of :mod:`probcon_ref.torch` and
-the distributed ones of :mod:`probcon_ref.torch.distributed` both go through it, so both
-get the same guards (autocast off, half precision computed in float32, the cotangent applied
-before rounding, non-finite cotangents propagated, no second derivative).
+Every loss of :mod:`probcon_ref.torch` (single-process and distributed, PCL and NT-Xent) is
+one call of the operator ``probcon_ref::analytic_loss``, registered with
+``torch.library.custom_op``. To ``torch.compile`` it is one opaque node with a fake
+implementation for shapes and dtypes: Dynamo never traces the array-API code, so a compiled
+training step has no graph break in the loss, ``fullgraph=True`` works, and the input rules
+still hold (they run inside the operator, on real tensors). Its autograd rule
+(``register_autograd``) is the vector-Jacobian product computed by formula: for a reduced
+loss the forward computes the gradient blocks in the same pass and the backward scales
+them by the incoming gradient; for ``reduction="none"`` the backward calls the second
+operator, ``probcon_ref::analytic_vjp``, with the incoming gradient as the weights ``w_a``.
+
+Which loss an operator computes is a *kind*, a name registered with :func:`register_kind`
+(the single-process losses here, the distributed ones in
+:mod:`probcon_ref.torch.distributed`), so that the operators take only tensors, numbers and
+strings. The guards, the same for every kind: autocast off inside, half precisions computed
+in float32, the loss returned in ``out_dtype`` and checked against its range, each gradient
+scaled by the cotangent before it is rounded to its input's dtype, non-finite cotangents
+propagated, no second derivative, and error messages in the caller's argument names.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
+import re
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple, Optional
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from .._inputs import REDUCTIONS
 
-__all__ = ["AnalyticSpec", "analytic_loss"]
+__all__ = ["Kind", "Options", "register_kind", "analytic_loss", "loss_dtype"]
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -48,41 +60,75 @@ def _working(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype in _HALF else t
 
 
-def _loss_dtype(*tensors: torch.Tensor) -> torch.dtype:
+def _working_dtype(t: torch.Tensor) -> torch.dtype:
+    return torch.float32 if t.dtype in _HALF else t.dtype
+
+
+def loss_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """The dtype of the returned loss: the inputs' promoted dtype, and under ``torch.autocast``
+    on their device at least float32, as PyTorch's own losses (``cross_entropy``) return it."""
     dtype = tensors[0].dtype
     for t in tensors[1:]:
         dtype = torch.promote_types(dtype, t.dtype)
+    device = tensors[0].device.type
+    if dtype in _HALF and torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+        return torch.float32
     return dtype
 
 
-def _differentiable_once(backward):
-    """``once_differentiable``, and an error when autograd is asked for a graph of the gradient.
+class Options(NamedTuple):
+    """The non-tensor arguments of a loss, as the operators carry them (no equation: plumbing).
 
-    The gradient is computed by formula, so autograd cannot differentiate it again; with
-    ``create_graph=True`` plain ``once_differentiable`` would return a gradient that silently
-    carries no graph, so a second-order term (a gradient penalty) would vanish unnoticed.
+    ``temperature`` (NT-Xent with a fixed temperature), ``block_size``, ``group`` (the name
+    of a ``torch.distributed`` group, "" for the default one) and ``log_kappa`` (the PCL's
+    concentrations are given as their logarithms).
     """
-    inner = once_differentiable(backward)
 
-    @functools.wraps(backward)
-    def wrapper(ctx, *grad_outputs):
-        if torch.is_grad_enabled():
-            raise RuntimeError(
-                "probcon_ref.torch losses are differentiable once (once_differentiable): "
-                "their backward is the analytic gradient, so create_graph=True (double "
-                "backward, gradient penalties through the loss) is not supported"
-            )
-        return inner(ctx, *grad_outputs)
-
-    return wrapper
+    temperature: Optional[float]
+    block_size: Optional[int]
+    group: str
+    log_kappa: bool
 
 
-def _scaled(grads, grad_output, needs, dtypes):
-    """Each gradient times ``grad_output``, cast to its input's dtype; None where not needed."""
-    out = []
-    for g, need, dt in zip(grads, needs, dtypes):
-        out.append((g * grad_output.to(g.dtype)).to(dt) if need else None)
-    return tuple(out)
+@dataclass(frozen=True)
+class Kind:
+    """One loss the operators compute (no equation: plumbing).
+
+    ``loss_and_grad(inputs, extra, options, reduction=... | weights=...)`` returns the loss and
+    the gradient with respect to each of ``inputs`` (a tuple), and with ``weights=w`` the
+    vector-Jacobian product of the per-anchor losses with the cotangent ``w``; ``extra``
+    are the extra candidates, constants. ``loss(inputs, extra, options, reduction)`` returns
+    the loss alone, or is ``None`` when every call must compute the gradient too (the
+    distributed losses, whose processes run the same collectives).
+    """
+
+    loss: Callable | None
+    loss_and_grad: Callable
+
+
+_KINDS: dict[str, Kind] = {}
+
+
+def register_kind(name: str, kind: Kind) -> None:
+    """Make ``name`` a loss the operators compute (no equation: plumbing)."""
+    _KINDS[name] = kind
+
+
+_REFERENCE_NAMES = ("z1", "z2", "kappa1", "kappa2")
+
+
+@contextlib.contextmanager
+def _named(names: str):
+    """Errors raised inside in the caller's argument names: ``names`` is the comma-separated
+    names of ``z1, z2, kappa1, kappa2`` as the caller wrote them ("" keeps the reference's)."""
+    try:
+        yield
+    except (TypeError, ValueError, OverflowError) as exc:
+        if not names:
+            raise
+        table = dict(zip(_REFERENCE_NAMES, names.split(",")))
+        message = re.sub(r"\b(z1|z2|kappa1|kappa2)\b", lambda m: table.get(m.group(1), m.group(1)), str(exc))
+        raise type(exc)(message) from exc
 
 
 def _finite_part(grad_output):
@@ -99,77 +145,108 @@ def _finite_part(grad_output):
     return weights, poison
 
 
-@dataclass(frozen=True)
-class AnalyticSpec:
-    """What one call of an analytic loss computes, bound outside ``apply`` (PyTorch's documented
-    ``setup_context`` style keeps non-tensor configuration out of the autograd graph).
-
-    ``loss_and_grad(*inputs, reduction=...)`` returns the loss and its gradient blocks, and
-    ``loss_and_grad(*inputs, weights=w)`` the vector-Jacobian product of the per-anchor losses
-    with the cotangent ``w`` (:func:`probcon_ref.pcl_loss_and_grad` with its other arguments
-    bound, or the distributed one); ``loss(*inputs, reduction=...)`` the loss alone, or
-    ``None`` when every call must also compute the gradient (the distributed loss, whose
-    processes run the same collectives). ``with_grad`` says whether autograd will ask for it.
-    """
-
-    loss: Callable | None
-    loss_and_grad: Callable
-    reduction: str
-    with_grad: bool
+def _computes_grad(kind: Kind, reduction: str, with_grad: bool) -> bool:
+    """Whether the forward computes the gradient blocks (returned as extra outputs)."""
+    return kind.loss is None or (with_grad and reduction != "none")
 
 
-class _AnalyticLoss(torch.autograd.Function):
-    """Forward: a reference loss; backward: its vector-Jacobian product, by formula.
-
-    One function for the single-process and the distributed losses, PCL and NT-Xent alike:
-    autocast off, half precisions computed in float32, the loss returned in the inputs'
-    (promoted) dtype and checked against its range, each gradient scaled by the cotangent
-    before it is rounded to its input's dtype, and no second derivative. The forward's extra
-    outputs are what the backward needs (the gradient blocks, or for ``reduction="none"`` the
-    widened inputs), marked non-differentiable.
-    """
-
-    @staticmethod
-    def forward(spec: AnalyticSpec, *inputs):
-        out_dtype = _loss_dtype(*inputs)
-        work = tuple(_working(t) for t in inputs)
-        with _autocast_off(inputs[0].device):
-            if spec.loss is None or (spec.with_grad and spec.reduction != "none"):
-                value, saved = spec.loss_and_grad(*work, reduction=spec.reduction)
-            elif spec.reduction == "none":
-                value, saved = spec.loss(*work, reduction="none"), work
-            else:
-                value, saved = spec.loss(*work, reduction=spec.reduction), ()
-        out = value.to(out_dtype)
-        if out_dtype in _HALF and not bool(torch.isfinite(out).all()):  # a host read for half outputs only
-            raise OverflowError(f"the loss is not representable in {out_dtype}: its magnitude exceeds the "
-                                f"largest {out_dtype} ({torch.finfo(out_dtype).max:.5g})")
-        return (out, *saved)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        spec, *tensors = inputs
-        ctx.spec = spec
-        ctx.dtypes = tuple(t.dtype for t in tensors)
-        ctx.mark_non_differentiable(*output[1:])
-        ctx.save_for_backward(*output[1:])
-
-    @staticmethod
-    @_differentiable_once
-    def backward(ctx, grad_output, *_):
-        needs = ctx.needs_input_grad[1:]
-        with _autocast_off(grad_output.device):
-            if ctx.spec.reduction == "none" and ctx.spec.loss is not None:
-                work = ctx.saved_tensors
-                weights, poison = _finite_part(grad_output.to(work[0].dtype))
-                _, grads = ctx.spec.loss_and_grad(*work, weights=weights)
-                grads = tuple((g + poison).to(dt) if need else None
-                              for g, need, dt in zip(grads, needs, ctx.dtypes))
-            else:
-                grads = _scaled(ctx.saved_tensors, grad_output, needs, ctx.dtypes)
-        return (None, *grads)
+def _own_storage(grads, inputs) -> list:
+    """The gradient blocks, each in storage of its own: an operator's outputs may alias
+    neither its inputs nor each other (the reference returns the two views' blocks as views
+    of one array)."""
+    taken = {t.untyped_storage().data_ptr() for t in inputs}
+    out = []
+    for g in grads:
+        where = g.untyped_storage().data_ptr()
+        out.append(g.clone() if where in taken else g)
+        taken.add(where)
+    return out
 
 
-def analytic_loss(spec: AnalyticSpec, *inputs):
-    """The loss of ``spec`` on ``inputs``, differentiable once through its analytic gradient."""
-    return _AnalyticLoss.apply(spec, *inputs)[0]
+@torch.library.custom_op("probcon_ref::analytic_loss", mutates_args=())
+def _loss_op(kind: str, inputs: list[torch.Tensor], extra: list[torch.Tensor], reduction: str,
+             temperature: Optional[float], block_size: Optional[int], group: str, log_kappa: bool,
+             names: str, with_grad: bool, out_dtype: torch.dtype) -> list[torch.Tensor]:
+    """``[loss]``, or ``[loss, *gradient blocks]`` when the forward computes them."""
+    k, options = _KINDS[kind], Options(temperature, block_size, group, log_kappa)
+    work, extra = [_working(t) for t in inputs], [_working(t) for t in extra]
+    with _autocast_off(inputs[0].device), _named(names):
+        if _computes_grad(k, reduction, with_grad):
+            value, grads = k.loss_and_grad(work, extra, options, reduction=reduction)
+        else:
+            value, grads = k.loss(work, extra, options, reduction), ()
+    out = value.to(out_dtype)
+    if out_dtype in _HALF and not bool(torch.isfinite(out).all()):  # a host read for half outputs only
+        raise OverflowError(f"the loss is not representable in {out_dtype}: its magnitude exceeds the "
+                            f"largest {out_dtype} ({torch.finfo(out_dtype).max:.5g})")
+    if not (with_grad and reduction != "none"):
+        return [out]
+    return [out, *_own_storage(grads, inputs)]
+
+
+@_loss_op.register_fake
+def _loss_shapes(kind, inputs, extra, reduction, temperature, block_size, group, log_kappa, names, with_grad,
+                 out_dtype):
+    loss = inputs[0].new_empty((2 * inputs[0].shape[0],) if reduction == "none" else (), dtype=out_dtype)
+    if not (with_grad and reduction != "none"):
+        return [loss]
+    return [loss, *(t.new_empty(t.shape, dtype=_working_dtype(t)) for t in inputs)]
+
+
+@torch.library.custom_op("probcon_ref::analytic_vjp", mutates_args=())
+def _vjp_op(kind: str, inputs: list[torch.Tensor], extra: list[torch.Tensor], weights: torch.Tensor,
+            temperature: Optional[float], block_size: Optional[int], group: str, log_kappa: bool,
+            names: str) -> list[torch.Tensor]:
+    """``sum_a w_a d loss_a / d input`` for each input, ``w`` = ``weights`` (finite)."""
+    k, options = _KINDS[kind], Options(temperature, block_size, group, log_kappa)
+    work, extra = [_working(t) for t in inputs], [_working(t) for t in extra]
+    with _autocast_off(inputs[0].device), _named(names):
+        _, grads = k.loss_and_grad(work, extra, options, weights=weights.to(work[0].dtype))
+    return _own_storage(grads, inputs)
+
+
+@_vjp_op.register_fake
+def _vjp_shapes(kind, inputs, extra, weights, temperature, block_size, group, log_kappa, names):
+    return [t.new_empty(t.shape, dtype=_working_dtype(t)) for t in inputs]
+
+
+def _setup_context(ctx, inputs, output):
+    kind, tensors, extra, reduction, temperature, block_size, group, log_kappa, names, with_grad, _ = inputs
+    ctx.call = (kind, temperature, block_size, group, log_kappa, names)
+    ctx.reduction, ctx.count, ctx.extra_count = reduction, len(tensors), len(extra)
+    ctx.dtypes = tuple(t.dtype for t in tensors)
+    saved = output[1:] if reduction != "none" else (*tensors, *extra)
+    ctx.save_for_backward(*saved)
+
+
+def _backward(ctx, grad_outputs):
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            "probcon_ref.torch losses are differentiable once: their backward is the analytic "
+            "gradient, so create_graph=True (double backward, gradient penalties through the "
+            "loss) is not supported"
+        )
+    grad_output = grad_outputs[0]
+    saved = ctx.saved_tensors
+    with _autocast_off(grad_output.device):
+        if ctx.reduction == "none":
+            tensors, extra = list(saved[:ctx.count]), list(saved[ctx.count:])
+            weights, poison = _finite_part(grad_output.to(_working_dtype(tensors[0])))
+            kind, temperature, block_size, group, log_kappa, names = ctx.call
+            grads = _vjp_op(kind, tensors, extra, weights, temperature, block_size, group, log_kappa, names)
+            grads = [(g + poison).to(dt) for g, dt in zip(grads, ctx.dtypes)]
+        else:
+            grads = [(g * grad_output.to(g.dtype)).to(dt) for g, dt in zip(saved, ctx.dtypes)]
+    return None, grads, [None] * ctx.extra_count, None, None, None, None, None, None, None, None
+
+
+torch.library.register_autograd("probcon_ref::analytic_loss", _backward, setup_context=_setup_context)
+
+
+def analytic_loss(kind: str, inputs, extra=(), *, reduction: str, options: Options, names: str = "",
+                  with_grad: bool):
+    """The loss of ``kind`` on ``inputs`` (and the constant ``extra`` candidates), differentiable
+    once through its analytic gradient; ``with_grad``: whether autograd will ask for it."""
+    out = _loss_op(kind, list(inputs), list(extra), reduction, options.temperature, options.block_size,
+                   options.group, options.log_kappa, names, with_grad, loss_dtype(*inputs))
+    return out[0]

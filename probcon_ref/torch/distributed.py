@@ -69,7 +69,7 @@ from ..loss import (
     pcl_concentrations,
     unit_directions,
 )
-from ._autograd import AnalyticSpec, _autocast_off, _check_tensors, analytic_loss
+from ._autograd import Kind, Options, _autocast_off, _check_tensors, _named, analytic_loss, register_kind
 
 __all__ = ["pcl_loss", "ntxent_loss", "pcl_loss_and_grad", "ntxent_loss_and_grad"]
 
@@ -356,20 +356,76 @@ def ntxent_loss_and_grad(z1, z2, *, temperature: float = 0.5, reduction: str = "
     return loss, NTXentGrads(*grads)
 
 
+# ---------------------------------------------------------------------------------------
+# Differentiable: the kinds of the integration's operator
+# ---------------------------------------------------------------------------------------
+
+_GROUPS: dict = {}
+
+
+def _group_name(group) -> str:
+    """How the operator names ``group``: "" for the default group, else its registered name."""
+    if group is None:
+        return ""
+    name = getattr(group, "group_name", None) or str(id(group))
+    _GROUPS[name] = group
+    return name
+
+
+def _kind(loss_and_grad, input_names, times_world_size: bool) -> Kind:
+    """The global loss as a kind of the operator; ``times_world_size``: the gradient is
+    multiplied by the group's size, for ``DistributedDataParallel``, which averages the
+    parameters' gradients over the processes."""
+    def call(inputs, extra, options: Options, reduction="mean", weights=None):
+        if weights is not None:
+            raise ValueError("the distributed losses take reduction 'mean' or 'sum', not 'none'")
+        group = _GROUPS[options.group] if options.group else None
+        keywords = {"temperature": options.temperature} if options.temperature is not None else {}
+        value, grads = loss_and_grad(*inputs, reduction=reduction, group=group, block_size=options.block_size,
+                                     **keywords)
+        if times_world_size:
+            size = dist.get_world_size(group)
+            return value, tuple(g * size for g in grads)
+        return value, tuple(grads)
+    return Kind(None, call)
+
+
+for _ddp in (False, True):
+    register_kind("pcl-distributed" + "-ddp" * _ddp, _kind(pcl_loss_and_grad, _INPUT_NAMES[_PCL], _ddp))
+    register_kind("ntxent-distributed" + "-ddp" * _ddp, _kind(ntxent_loss_and_grad, _INPUT_NAMES[_NTXENT], _ddp))
+
+
+def _differentiable(kind: str, code: int, inputs, validate, reduction, block_size, temperature, group,
+                    names: str = ""):
+    """The operator's call of a global loss. What the operator cannot take (a non-tensor, a
+    reduction that is not a string, a bad ``block_size``) is refused by :func:`_agreed`
+    first, so that every process raises the same error instead of one raising alone while
+    the others wait in the operator's exchange; otherwise the operator's own call of
+    :func:`_agreed` is the one exchange of the call."""
+    try:
+        number = temperature is None or (isinstance(temperature, (int, float)) and not isinstance(temperature, bool))
+        if not all(isinstance(t, torch.Tensor) for t in inputs) or not isinstance(reduction, str) or not number:
+            raise TypeError("not for the operator")
+        options = Options(None if temperature is None else float(temperature), check_block_size(block_size),
+                          _group_name(group), False)
+    except (TypeError, ValueError):
+        with _named(names):
+            _agreed(code, group, inputs[0], validate)  # raises on every process
+        raise
+    return analytic_loss(kind, inputs, reduction=reduction, options=options, names=names, with_grad=True)
+
+
 def pcl_loss(z1, z2, kappa1, kappa2, *, reduction: str = "mean", group=None, block_size=None):
     """Differentiable global PCL (``torch.autograd``); see the module docstring for DDP.
 
-    Goes through the single-process adapter's one autograd function
-    (:func:`probcon_ref.torch._autograd.analytic_loss`), with :func:`pcl_loss_and_grad` as its
-    vector-Jacobian product: the same guards (autocast, half precision, the
-    once-differentiable backward). No equation of its own: :func:`pcl_loss_and_grad` under
-    autograd.
+    Goes through the integration's operator (:func:`probcon_ref.torch._autograd.analytic_loss`),
+    with :func:`pcl_loss_and_grad` as its vector-Jacobian product: the same guards (autocast,
+    half precision, the once-differentiable backward), and one opaque node to
+    ``torch.compile``. No equation of its own: :func:`pcl_loss_and_grad` under autograd.
     """
-    # Every process learns of a bad input on any of them before autograd sees the tensors.
-    _agreed(_PCL, group, z1, lambda: _pcl_inputs(z1, z2, kappa1, kappa2, reduction, block_size))
-    spec = AnalyticSpec(None, functools.partial(pcl_loss_and_grad, group=group, block_size=block_size),
-                        reduction, True)
-    return analytic_loss(spec, z1, z2, kappa1, kappa2)
+    return _differentiable("pcl-distributed", _PCL, (z1, z2, kappa1, kappa2),
+                           lambda: _pcl_inputs(z1, z2, kappa1, kappa2, reduction, block_size),
+                           reduction, block_size, None, group)
 
 
 def ntxent_loss(z1, z2, *, temperature: float = 0.5, reduction: str = "mean", group=None, block_size=None):
@@ -377,7 +433,29 @@ def ntxent_loss(z1, z2, *, temperature: float = 0.5, reduction: str = "mean", gr
 
     No equation of its own: :func:`ntxent_loss_and_grad` under autograd.
     """
-    _agreed(_NTXENT, group, z1, lambda: _ntxent_inputs(z1, z2, temperature, reduction, block_size))
-    spec = AnalyticSpec(None, functools.partial(ntxent_loss_and_grad, temperature=temperature, group=group,
-                                                block_size=block_size), reduction, True)
-    return analytic_loss(spec, z1, z2)
+    return _differentiable("ntxent-distributed", _NTXENT, (z1, z2),
+                           lambda: _ntxent_inputs(z1, z2, temperature, reduction, block_size),
+                           reduction, block_size, temperature, group)
+
+
+def _module_loss(loss: str, inputs, module):
+    """``gather_distributed=True`` of :class:`probcon_ref.torch.PCLLoss` and ``NTXentLoss``: the
+    global loss on the default group, its gradient multiplied by the world size for DDP, the
+    errors in the module's argument names.
+
+    No equation of its own: :func:`pcl_loss_and_grad` or :func:`ntxent_loss_and_grad`.
+    """
+    if loss == "pcl":
+        names = "out0,out1,kappa0,kappa1"
+        if module.kappa_is_log:  # autograd applies kappa dL/dkappa through exp
+            inputs = (*inputs[:2], *(torch.exp(k) if isinstance(k, torch.Tensor) else k for k in inputs[2:]))
+            names = "out0,out1,exp(kappa0),exp(kappa1)"
+        return _differentiable("pcl-distributed-ddp", _PCL, inputs,
+                               lambda: _pcl_inputs(*inputs, module.reduction, module.block_size),
+                               module.reduction, module.block_size, None, None, names)
+    temperature = module.current_temperature()
+    if isinstance(temperature, torch.Tensor):
+        raise ValueError("gather_distributed=True takes a fixed temperature (a number)")
+    return _differentiable("ntxent-distributed-ddp", _NTXENT, inputs,
+                           lambda: _ntxent_inputs(*inputs, temperature, module.reduction, module.block_size),
+                           module.reduction, module.block_size, temperature, None, "out0,out1")
