@@ -14,24 +14,26 @@ whether any output could leave the range of its dtype, in which case :func:`fini
 the outputs before returning them.
 
 Under tracing (``jax.jit``, ``jax.vmap``) the arrays have no values yet, so that read
-cannot happen (:func:`probcon_ref._arrays.read_int`): the namespace, shape and dtype rules
-still raise, when the function is traced, and the value rules are not evaluated. Each is
-handed instead to the check function of :func:`traced_rules`, when one is set (the JAX
-adapter's ``jax.experimental.checkify`` checks); without one they are skipped. Of the two
-facts, the one that picks the logits' product takes its accurate answer (float64 logits
-from the compensated product) and the outputs are not checked: a value outside the rules,
-or an output beyond its dtype, gives NaN or infinity instead of an error.
+cannot happen (:mod:`probcon_ref._rules`): the namespace, shape and dtype rules still raise,
+when the function is traced, and the value rules go to the check function of
+:func:`probcon_ref._rules.traced_rules`, or are skipped. Of the two facts, the one that
+picks the logits' product takes its accurate answer (float64 logits from the compensated
+product) and the outputs are not checked: a value outside the rules, or an output beyond
+its dtype, gives NaN or infinity instead of an error.
+
+The extra candidates of the contract, section :ref:`3 <contract-loss>` (``extra_z``, and
+``extra_kappa`` for the PCL) follow the rules of the batch's rows and concentrations, in the
+same read, and take part in the dtype promotion as every input does.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from . import _arrays
+from ._rules import ValueRules, traced_check
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -55,19 +57,27 @@ def compensate_above(d: int) -> float:
     return LOGIT_ROUNDING_BUDGET / ((2 + math.log2(d)) * 2.0**-52)
 
 
-def largest_concentration(xp, dtype, n: int) -> float:
-    """The largest kappa (or ``1/temperature``) accepted in working dtype ``dtype`` for ``n`` pairs.
+def largest_concentration(xp, dtype, n: int, m: int = 0) -> float:
+    """The largest kappa (or ``1/temperature``) accepted in working dtype ``dtype`` for ``n`` pairs
+    and ``m`` extra candidates.
 
-    ``max / (16 N)``: a gradient sums up to ``2N`` terms of size ``kappa`` before its row factor
-    applies, and every logit and gap is at most ``4 kappa``; below this bound none of them
-    overflows.
+    ``max / (8 (2N + M))``, which is ``max / (16 N)`` without extra candidates: a gradient sums
+    up to ``2N + M`` terms of size ``kappa`` before its row factor applies, and every logit and
+    gap is at most ``4 kappa``; below this bound none of them overflows.
     """
-    return float(xp.finfo(dtype).max) / (16 * n)
+    return float(xp.finfo(dtype).max) / (8 * (2 * n + m))
+
+
+def _range_words(n: int, m: int) -> tuple[str, str]:
+    """How messages write the divisor of :func:`largest_concentration` and the counts it uses."""
+    if m == 0:
+        return "16 N", f"N = {n}"
+    return "8 (2N + M)", f"N = {n}, M = {m}"
 
 
 @dataclass(frozen=True)
 class Batch:
-    """A validated batch: both views stacked, in the working dtype."""
+    """A validated batch: both views stacked, in the working dtype, and its extra candidates."""
 
     xp: Any
     z: Any  # (2N, d): view 1 rows, then view 2 rows
@@ -81,6 +91,8 @@ class Batch:
     grad_dtypes: tuple
     compensated: bool = False  # logits from the compensated product (see compensate_above)
     check_outputs: bool | None = False  # an output may overflow its dtype: finish() checks them; None: traced
+    extra_z: Any = None  # (M, d) raw embeddings of the extra candidates, or None (M = 0)
+    extra_kappa: Any = None  # (M,) their concentrations (PCL), or None
 
 
 def _check_views(z1, z2) -> tuple[int, int]:
@@ -121,83 +133,45 @@ def _common_dtype(xp, named: dict[str, Any]):
     return promoted, _arrays.working_dtype(xp, promoted, "inputs")
 
 
-def _check_kappa_range(xp, kappa, name: str, n: int) -> None:
-    top = largest_concentration(xp, kappa.dtype, n)
+def _check_kappa_range(xp, kappa, name: str, n: int, m: int = 0) -> None:
+    top = largest_concentration(xp, kappa.dtype, n, m)
+    divisor, counts = _range_words(n, m)
     if not bool(xp.all(kappa <= top)):
-        raise ValueError(f"{name} must be at most {top:.3g} (the largest {kappa.dtype} / (16 N), N = {n}), so "
+        raise ValueError(f"{name} must be at most {top:.3g} (the largest {kappa.dtype} / ({divisor}), {counts}), so "
                          f"that the logits and the gradient's sums stay finite; it holds {float(xp.max(kappa)):.3g}")
 
 
-def _check_temperature(xp, temperature: float, dtype, n: int) -> float:
-    low = 1 / largest_concentration(xp, dtype, n)
+def _check_temperature(xp, temperature: float, dtype, n: int, m: int = 0) -> float:
+    low = 1 / largest_concentration(xp, dtype, n, m)
+    divisor, counts = _range_words(n, m)
     if temperature < low:
-        raise ValueError(f"temperature must be at least {low:.3g} in {dtype} for N = {n} (16 N / the largest "
+        raise ValueError(f"temperature must be at least {low:.3g} in {dtype} for {counts} ({divisor} / the largest "
                          f"{dtype}), so that the logits and the gradient's sums stay finite; got {temperature:.3g}")
     return temperature
 
 
-#: The check function of :func:`traced_rules`, or None.
-_TRACED_CHECK: contextvars.ContextVar = contextvars.ContextVar("probcon_ref_traced_check", default=None)
+def _check_extra_shapes(extra_z, extra_kappa, d: int, *, pcl: bool) -> int:
+    """The number M of extra candidates, after their shape rules; 0 without any.
 
-
-@contextlib.contextmanager
-def traced_rules(check: Callable[[Any, str], None] | None):
-    """Within the block, value rules met under tracing go to ``check(holds, message)``.
-
-    ``holds`` is the rule as a 0-d boolean array (true when it holds) and ``message`` the
-    error it stands for; ``None`` restores the default, which skips them. The setting is
-    read while a function is traced, so it belongs inside the function being transformed.
+    ``extra_z`` is ``(M, d)`` with the batch's ``d``; the PCL needs ``extra_kappa`` of shape
+    ``(M,)`` exactly when ``extra_z`` is given.
     """
-    token = _TRACED_CHECK.set(check)
-    try:
-        yield
-    finally:
-        _TRACED_CHECK.reset(token)
-
-
-class ValueRules:
-    """The value rules of one call, reduced on the device and read back once.
-
-    Each rule is a 0-d boolean array that is true when the rule holds, with the function
-    that raises its message and that message in words; :meth:`read` combines them, with the
-    batch's other device-side facts, into one integer and converts it to a Python int: one
-    host synchronisation. Under tracing there is nothing to read: the rules go to the
-    check function of :func:`traced_rules` (if any) and every fact is ``None``, unknown.
-    """
-
-    def __init__(self, xp):
-        self.xp = xp
-        self.rules: list[tuple[Any, Callable[[], None], str]] = []
-        self.facts: list[Any] = []
-
-    def require(self, holds, explain: Callable[[], None], message: str) -> None:
-        self.rules.append((holds, explain, message))
-
-    def fact(self, value) -> int:
-        """Add a 0-d boolean to be read with the rules; returns its index in :meth:`read`."""
-        self.facts.append(value)
-        return len(self.facts) - 1
-
-    def read(self) -> list[bool | None]:
-        """Raise the first broken rule's error, else return the facts as Python booleans."""
-        xp = self.xp
-        flags = [~holds for holds, _, _ in self.rules] + list(self.facts)
-        if not flags:
-            return []
-        packed = xp.int32 if len(flags) < 31 else xp.int64
-        bits = xp.stack([xp.astype(f, packed) for f in flags])
-        powers = xp.asarray([2**i for i in range(len(flags))], dtype=packed, device=_arrays.device_of(bits))
-        code = _arrays.read_int(xp.sum(bits * powers))  # the one host synchronisation
-        if code is None:  # traced: no values to read
-            check = _TRACED_CHECK.get()
-            for holds, _, message in self.rules if check is not None else ():
-                check(holds, message)
-            return [None] * len(self.facts)
-        if code & ((1 << len(self.rules)) - 1):
-            for _, explain, _ in self.rules:
-                explain()
-            raise AssertionError("a value rule failed on the device but not when checked alone")
-        return [bool(code >> (len(self.rules) + i) & 1) for i in range(len(self.facts))]
+    if extra_z is None:
+        if extra_kappa is not None:
+            raise ValueError("extra_kappa was given without extra_z: the extra candidates' embeddings are extra_z, "
+                             "and their concentrations extra_kappa")
+        return 0
+    if extra_z.ndim != 2 or int(extra_z.shape[1]) != d:
+        raise ValueError(f"extra_z must be 2-D with shape (M, d) = (M, {d}), the batch's d, "
+                         f"got shape {tuple(extra_z.shape)}")
+    m = int(extra_z.shape[0])
+    if pcl and extra_kappa is None:
+        raise ValueError(f"extra_kappa is required with extra_z: the concentrations of the M = {m} extra "
+                         f"candidates, shape (M,)")
+    if pcl and tuple(extra_kappa.shape) != (m,):
+        raise ValueError(f"extra_kappa must have shape (M,) = ({m},), one per row of extra_z, "
+                         f"got {tuple(extra_kappa.shape)}")
+    return m
 
 
 def _view_rules(rules: ValueRules, xp, z, n: int):
@@ -212,16 +186,18 @@ def _view_rules(rules: ValueRules, xp, z, n: int):
     return xp.min(row_max)
 
 
-def _kappa_rules(rules: ValueRules, xp, kappa, n: int) -> None:
-    largest = largest_concentration(xp, kappa.dtype, n)
-    top = _arrays.const(xp, largest, kappa)
-    for name, part in (("kappa1", kappa[:n]), ("kappa2", kappa[n:])):
-        rules.require(xp.all(xp.isfinite(part)), lambda p=part, m=name: _arrays.check_finite(xp, p, m),
+def _concentration_rules(rules: ValueRules, xp, named: dict[str, Any], n: int, m: int) -> None:
+    """Finite, non-negative and at most :func:`largest_concentration`, for each named array."""
+    for name, part in named.items():
+        largest = largest_concentration(xp, part.dtype, n, m)
+        divisor, counts = _range_words(n, m)
+        rules.require(xp.all(xp.isfinite(part)), lambda p=part, a=name: _arrays.check_finite(xp, p, a),
                       f"{name} must be finite; it contains NaN or infinity")
-        rules.require(xp.all(part >= 0), lambda p=part, m=name: _arrays.check_nonnegative(xp, p, m),
+        rules.require(xp.all(part >= 0), lambda p=part, a=name: _arrays.check_nonnegative(xp, p, a),
                       f"{name} must be non-negative; it contains a negative value or NaN")
-        rules.require(xp.all(part <= top), lambda p=part, m=name: _check_kappa_range(xp, p, m, n),
-                      f"{name} must be at most {largest:.3g} (the largest {kappa.dtype} / (16 N), N = {n})")
+        rules.require(xp.all(part <= _arrays.const(xp, largest, part)),
+                      lambda p=part, a=name: _check_kappa_range(xp, p, a, n, m),
+                      f"{name} must be at most {largest:.3g} (the largest {part.dtype} / ({divisor}), {counts})")
 
 
 def _reduction_weights(xp, rules: ValueRules, weights, reduction: str, n: int, like):
@@ -237,16 +213,18 @@ def _reduction_weights(xp, rules: ValueRules, weights, reduction: str, n: int, l
 
 
 def _may_overflow(xp, rules: ValueRules, largest_scale, smallest_row, weights, n: int, d: int,
-                  out_dtypes) -> int:
+                  out_dtypes, *, m: int = 0, temperature_grad: bool = False) -> int:
     """Register the fact "an output might not fit its dtype", from bounds of the outputs.
 
-    With ``W_ab = w_a (P_ab - Y_ab)``: ``sum_b |W_ab| <= 2 |w_a|``, so ``|dL/dz_a|`` is at most
+    With ``W_ab = w_a (P_ab - Y_ab)`` over the ``2N - 1 + M`` candidates of a row (the ``M``
+    extra ones included): ``sum_b |W_ab| <= 2 |w_a|``, so ``|dL/dz_a|`` is at most
     ``2 k (max|w| + sum|w|) / ||z_a|| <= 4 k max(max|w|, sum|w|) / min_a max_i |z_ai|`` and
-    ``|dL/dkappa_b| <= 4 sum|w|``; a per-anchor loss is at most ``4 k + d (1 + log1p k) + log 2N``
-    (``k`` the largest concentration). The bounds are loose on purpose and compared in log
-    space, where they cannot overflow: when one exceeds a quarter of the smallest output
-    dtype's range, the outputs themselves are checked after the computation. ``NaN`` in a
-    bound counts as "may".
+    ``|dL/dkappa_b| <= 4 sum|w|``; a per-anchor loss is at most
+    ``4 k + d (1 + log1p k) + log(2N + M)`` (``k`` the largest concentration, of the extra
+    candidates too), and ``|dL/dtau| <= 2 k^2 sum|w|`` (``k = 1/tau``). The bounds are loose
+    on purpose and compared in log space, where they cannot overflow: when one exceeds a
+    quarter of the smallest output dtype's range, the outputs themselves are checked after
+    the computation. ``NaN`` in a bound counts as "may".
     """
     floor = _arrays.const(xp, float(xp.finfo(weights.dtype).smallest_normal), weights)
 
@@ -257,13 +235,16 @@ def _may_overflow(xp, rules: ValueRules, largest_scale, smallest_row, weights, n
     log_w_sum, log_w_max = log(xp.sum(w_abs)), log(xp.max(w_abs))
     log_scale = log(largest_scale)
     # Clamped to the accepted range (beyond it a rule fails anyway), so that 4 k cannot overflow.
-    k = xp.minimum(largest_scale, _arrays.const(xp, largest_concentration(xp, weights.dtype, n), weights))
-    per_anchor = 4 * k + d * (1 + xp.log1p(k)) + math.log(2 * n)
-    log_bound = xp.max(xp.stack([
+    k = xp.minimum(largest_scale, _arrays.const(xp, largest_concentration(xp, weights.dtype, n, m), weights))
+    per_anchor = 4 * k + d * (1 + xp.log1p(k)) + math.log(2 * n + m)
+    bounds = [
         math.log(4) + log_scale + xp.maximum(log_w_max, log_w_sum) - log(smallest_row),  # dL/dz
         math.log(4) + log_w_sum,  # dL/dkappa
         log_w_sum + log(per_anchor),  # the loss
-    ]))
+    ]
+    if temperature_grad:
+        bounds.append(math.log(2) + 2 * log_scale + log_w_sum)  # dL/dtau
+    log_bound = xp.max(xp.stack(bounds))
     limit = math.log(min(float(xp.finfo(dt).max) for dt in out_dtypes) / 4)
     return rules.fact(~(log_bound <= limit))
 
@@ -323,57 +304,89 @@ def special_argument(x, name: str, *, below_one: bool = False):
 # ---------------------------------------------------------------------------------------
 
 
-def pcl_batch(z1, z2, kappa1, kappa2, reduction, weights, *, allow_none: bool) -> Batch:
-    """Validate PCL inputs (the contract, section :ref:`7 <contract-inputs>`) and stack them into a :class:`Batch`."""
-    xp = _arrays.namespace_of(z1=z1, z2=z2, kappa1=kappa1, kappa2=kappa2, weights=weights)
+def _extra_candidates(rules: ValueRules, xp, extra_z, extra_kappa, n: int, m: int, dtype):
+    """The extra candidates in the working dtype, with their value rules registered: those of
+    the batch's rows and concentrations. ``(None, None)`` when there are none (M = 0)."""
+    if m == 0:
+        return None, None
+    rows = _arrays.to_working(xp, extra_z, dtype)
+    rules.require(xp.all(xp.isfinite(rows)), lambda: _arrays.check_finite(xp, rows, "extra_z"),
+                  "extra_z must be finite; it contains NaN or infinity")
+    rules.require(xp.all(xp.max(xp.abs(rows), axis=1) > 0), lambda: _check_nonzero_rows(xp, rows, "extra_z"),
+                  "extra_z has a zero-norm embedding; its direction is undefined")
+    if extra_kappa is None:
+        return rows, None
+    kappa = _arrays.to_working(xp, extra_kappa, dtype)
+    _concentration_rules(rules, xp, {"extra_kappa": kappa}, n, m)
+    return rows, kappa
+
+
+def _present(**arrays) -> dict[str, Any]:
+    return {name: a for name, a in arrays.items() if a is not None}
+
+
+def pcl_batch(z1, z2, kappa1, kappa2, reduction, weights, *, allow_none: bool, extra_z=None,
+              extra_kappa=None) -> Batch:
+    """Validate PCL inputs (the contract, section :ref:`7 <contract-inputs>`), with the extra
+    candidates of section :ref:`3 <contract-loss>` if any, and stack them into a :class:`Batch`."""
+    named = _present(z1=z1, z2=z2, kappa1=kappa1, kappa2=kappa2, weights=weights, extra_z=extra_z,
+                     extra_kappa=extra_kappa)
+    xp = _arrays.namespace_of(**named)
     n, d = _check_views(z1, z2)
     for name, k in (("kappa1", kappa1), ("kappa2", kappa2)):
         if tuple(k.shape) != (n,):
             raise ValueError(f"{name} must have shape (N,) = ({n},), got {tuple(k.shape)}")
+    m = _check_extra_shapes(extra_z, extra_kappa, d, pcl=True)
     reduction = _check_reduction(reduction, allow_none)
-    named = {"z1": z1, "z2": z2, "kappa1": kappa1, "kappa2": kappa2}
-    if weights is not None:
-        named["weights"] = weights
     loss_dtype, dtype = _common_dtype(xp, named)
     rules = ValueRules(xp)
     z = xp.concat([_arrays.to_working(xp, z1, dtype), _arrays.to_working(xp, z2, dtype)], axis=0)
     smallest_row = _view_rules(rules, xp, z, n)
     kappa = xp.concat([_arrays.to_working(xp, kappa1, dtype), _arrays.to_working(xp, kappa2, dtype)])
-    _kappa_rules(rules, xp, kappa, n)
+    _concentration_rules(rules, xp, {"kappa1": kappa[:n], "kappa2": kappa[n:]}, n, m)
+    extra_rows, extra_kappa = _extra_candidates(rules, xp, extra_z, extra_kappa, n, m, dtype)
     w = _reduction_weights(xp, rules, weights, reduction, n, z)
-    largest = xp.max(kappa)
+    largest = xp.max(kappa) if extra_kappa is None else xp.maximum(xp.max(kappa), xp.max(extra_kappa))
     grad_dtypes = (z1.dtype, z2.dtype, kappa1.dtype, kappa2.dtype)
-    overflow = _may_overflow(xp, rules, largest, smallest_row, w, n, d, (loss_dtype, *grad_dtypes))
+    overflow = _may_overflow(xp, rules, largest, smallest_row, w, n, d, (loss_dtype, *grad_dtypes), m=m)
     compensate = rules.fact(largest > compensate_above(d)) if dtype == xp.float64 else None
     facts = rules.read()
     # Traced (facts unknown): the compensated product, accurate for every kappa.
     return Batch(xp, z, kappa, w, n, d, reduction, None, loss_dtype, grad_dtypes,
                  compensated=compensate is not None and facts[compensate] is not False,
-                 check_outputs=facts[overflow])
+                 check_outputs=facts[overflow], extra_z=extra_rows, extra_kappa=extra_kappa)
 
 
-def ntxent_batch(z1, z2, temperature, reduction, weights, *, allow_none: bool) -> Batch:
-    """Validate NT-Xent inputs (the contract, section :ref:`7 <contract-inputs>`) and stack them into a :class:`Batch`."""
-    xp = _arrays.namespace_of(z1=z1, z2=z2, weights=weights)
+def ntxent_batch(z1, z2, temperature, reduction, weights, *, allow_none: bool, extra_z=None,
+                 temperature_grad: bool = False) -> Batch:
+    """Validate NT-Xent inputs (the contract, section :ref:`7 <contract-inputs>`), with the extra
+    candidates of section :ref:`3 <contract-loss>` if any, and stack them into a :class:`Batch`.
+
+    ``temperature_grad``: the gradients will include ``dL/dtau``, in the loss's dtype.
+    """
+    named = _present(z1=z1, z2=z2, weights=weights, extra_z=extra_z)
+    xp = _arrays.namespace_of(**named)
     n, d = _check_views(z1, z2)
+    m = _check_extra_shapes(extra_z, None, d, pcl=False)
     temperature = _arrays.check_positive_scalar(temperature, "temperature")
+    if not isinstance(temperature_grad, bool):
+        raise TypeError(f"temperature_grad must be True or False, got {type(temperature_grad).__name__}")
     reduction = _check_reduction(reduction, allow_none)
-    named = {"z1": z1, "z2": z2}
-    if weights is not None:
-        named["weights"] = weights
     loss_dtype, dtype = _common_dtype(xp, named)
-    _check_temperature(xp, temperature, dtype, n)
+    _check_temperature(xp, temperature, dtype, n, m)
     rules = ValueRules(xp)
     z = xp.concat([_arrays.to_working(xp, z1, dtype), _arrays.to_working(xp, z2, dtype)], axis=0)
     smallest_row = _view_rules(rules, xp, z, n)
+    extra_rows, _ = _extra_candidates(rules, xp, extra_z, None, n, m, dtype)
     w = _reduction_weights(xp, rules, weights, reduction, n, z)
     scale = _arrays.const(xp, 1 / temperature, z)
-    grad_dtypes = (z1.dtype, z2.dtype)
-    overflow = _may_overflow(xp, rules, scale, smallest_row, w, n, d, (loss_dtype, *grad_dtypes))
+    grad_dtypes = (z1.dtype, z2.dtype, *((loss_dtype,) if temperature_grad else ()))
+    overflow = _may_overflow(xp, rules, scale, smallest_row, w, n, d, (loss_dtype, *grad_dtypes), m=m,
+                             temperature_grad=temperature_grad)
     facts = rules.read()
     compensated = dtype == xp.float64 and 1 / temperature > compensate_above(d)
     return Batch(xp, z, None, w, n, d, reduction, temperature, loss_dtype, grad_dtypes,
-                 compensated=compensated, check_outputs=facts[overflow])
+                 compensated=compensated, check_outputs=facts[overflow], extra_z=extra_rows)
 
 
 def finish_loss(batch: Batch, losses):
@@ -388,7 +401,7 @@ def grads_to_input_dtypes(batch: Batch, grads) -> tuple:
     return tuple(_arrays.to_output(batch.xp, g, dt) for g, dt in zip(grads, batch.grad_dtypes))
 
 
-GRAD_NAMES = {4: ("z1", "z2", "kappa1", "kappa2"), 2: ("z1", "z2")}
+GRAD_NAMES = {4: ("z1", "z2", "kappa1", "kappa2"), 3: ("z1", "z2", "temperature"), 2: ("z1", "z2")}
 
 
 def finish(batch: Batch, losses, grads=None):
@@ -399,7 +412,7 @@ def finish(batch: Batch, losses, grads=None):
     an output that is not finite, or whose magnitude exceeds the largest number of that
     dtype, is an ``OverflowError`` that names it, never a silent inf. Under tracing
     (``check_outputs`` unknown) the same conditions go to the check function of
-    :func:`traced_rules`, when one is set.
+    :func:`probcon_ref._rules.traced_rules`, when one is set.
     """
     xp = batch.xp
     value = losses if batch.reduction == "none" or losses.ndim == 0 else xp.sum(batch.weights * losses)
@@ -407,7 +420,7 @@ def finish(batch: Batch, losses, grads=None):
     if grads is not None:
         named += [(f"the gradient with respect to {name}", g, dt)
                   for name, g, dt in zip(GRAD_NAMES[len(grads)], grads, batch.grad_dtypes)]
-    check = _TRACED_CHECK.get() if batch.check_outputs is None else None
+    check = traced_check() if batch.check_outputs is None else None
     for what, a, dt in named if check is not None else ():
         check(xp.all(xp.abs(a) <= float(xp.finfo(dt).max)),
               f"{what} is not representable in {dt}: its magnitude exceeds the largest {dt}")

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["negative_weight_scale", "positive_weights", "GradientSums", "block_gradient_sums",
-           "direction_grad", "kappa_grad", "embedding_grad"]
+__all__ = ["negative_weight_scale", "positive_weights", "GradientSums", "block_gradient_sums", "candidate_columns",
+           "direction_grad", "column_cosine_sums", "kappa_grad", "temperature_grad", "embedding_grad"]
 
 
 def negative_weight_scale(xp, denominator, w_rows):
@@ -40,9 +40,11 @@ def positive_weights(xp, negatives_sum, denominator, w_rows):
 class GradientSums(NamedTuple):
     """The sums over anchors that the gradient needs, over the negatives (``W_ab = row_a e[a, b]``).
 
-    ``rows``: ``sum_b W_ab scale_b mu_b`` for each anchor (2N x d); ``columns``:
-    ``sum_a W_ab mu_a`` for each candidate (2N x d); ``column_weights``: ``sum_a W_ab`` for each
-    candidate (2N). They are :eq:`eq-grad-mu`'s two halves and :eq:`eq-grad-kappa`'s sums.
+    ``rows``: ``sum_b W_ab scale_b mu_b`` for each anchor (2N x d), over every candidate;
+    ``columns``: ``sum_a W_ab mu_a`` for each candidate (C x d); ``column_weights``:
+    ``sum_a W_ab`` for each candidate (C). They are :eq:`eq-grad-mu`'s two halves and
+    :eq:`eq-grad-kappa`'s sums. The candidates are the batch's ``2N`` views, then its ``M``
+    extra candidates, ``C = 2N + M`` :eq:`eq-extra-logits`.
     """
 
     rows: object
@@ -60,16 +62,37 @@ def block_gradient_sums(xp, e, row, scaled_mu, mu_rows):
                         row @ e)
 
 
+def candidate_columns(sums: GradientSums, start: int, stop: int) -> GradientSums:
+    """The column sums of candidates ``start .. stop - 1`` only, the rows' sums kept.
+
+    The batch's own columns ``0 .. 2N - 1`` give its gradient; an extra candidate's column
+    is the derivative with respect to its direction, which the loss holds constant, so it
+    takes no part :eq:`eq-extra-grad`.
+    """
+    return GradientSums(sums.rows, sums.columns[start:stop, ...], sums.column_weights[start:stop])
+
+
 def direction_grad(xp, sums: GradientSums, w_pos, scale, mu, pos):
     """``dL/dmu_a = sum_b (G_ab + G_ba) mu_b`` with ``G_ab = W_ab scale_b`` :eq:`eq-grad-cos` :eq:`eq-grad-mu`.
 
-    Negatives: ``sum_b W_ab scale_b mu_b`` (rows) plus ``scale_a sum_b W_ba mu_b`` (columns).
+    Negatives: ``sum_b W_ab scale_b mu_b`` (rows, over every candidate, the extra ones
+    included :eq:`eq-extra-grad`) plus ``scale_a sum_b W_ba mu_b`` (the batch's columns).
     Positives, one per row: ``(W_{a,p(a)} scale_{p(a)} + W_{p(a),a} scale_a) mu_{p(a)}``;
-    ``pos`` holds ``p(a)`` for every anchor.
+    ``pos`` holds ``p(a)`` for every anchor, ``scale`` and ``sums.columns`` cover the batch.
     """
     negatives = sums.rows + scale[:, None] * sums.columns
     pos_coef = w_pos * xp.take(scale, pos) + xp.take(w_pos, pos) * scale
     return negatives + pos_coef[:, None] * xp.take(mu, pos, axis=0)
+
+
+def column_cosine_sums(xp, columns, directions):
+    """``sum_a W_ab c_ab = mu_b . sum_a W_ab mu_a`` over the negatives, for each candidate ``b``.
+
+    Implements the weighted cosines of :eq:`eq-grad-kappa` and :eq:`eq-grad-temperature`:
+    ``columns`` are :class:`GradientSums` column sums, ``directions`` the same candidates'
+    ``mu_b``. The positives' terms are added by the caller.
+    """
+    return xp.sum(directions * columns, axis=1)
 
 
 def kappa_grad(xp, sums: GradientSums, w_pos, c_pos, mu, mean_length, pos):
@@ -79,8 +102,21 @@ def kappa_grad(xp, sums: GradientSums, w_pos, c_pos, mu, mean_length, pos):
     gradient; the positive of column ``b`` is row ``p(b)``, with ``c_{p(b),b} = c_{b,p(b)}``.
     """
     w_in = xp.take(w_pos, pos)  # W_{p(b), b}
-    weighted_cos = xp.sum(mu * sums.columns, axis=1) + w_in * c_pos
+    weighted_cos = column_cosine_sums(xp, sums.columns, mu) + w_in * c_pos
     return weighted_cos - mean_length * (sums.column_weights + w_in)
+
+
+def temperature_grad(xp, sums: GradientSums, w_pos, c_pos, candidates, temperature: float):
+    """``dL/dtau = -(1/tau^2) sum_a sum_{b != a} W_ab c_ab`` for NT-Xent :eq:`eq-grad-temperature`.
+
+    Every logit ``c_ab / tau`` depends on ``tau``, the extra candidates' too, so the sum runs
+    over every candidate column: ``sums`` holds the column sums of all ``C`` candidates and
+    ``candidates`` their directions (the batch's ``2N`` first). The negatives' terms are
+    ``mu_b . sum_a W_ab mu_a`` (:func:`column_cosine_sums`); the positives', one per anchor,
+    ``W_{a,p(a)} c_{a,p(a)}``. Divided by ``tau`` twice, so that ``1/tau^2`` is never formed.
+    """
+    total = xp.sum(column_cosine_sums(xp, sums.columns, candidates)) + xp.sum(w_pos * c_pos)
+    return -(total / temperature) / temperature
 
 
 def embedding_grad(xp, mu_grad, mu, norm):

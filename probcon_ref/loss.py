@@ -4,8 +4,9 @@ Read top to bottom, this file follows the derivation: directions, cosines, the l
 (from the concentrations, in the form that rounds less, or from the compensated product at
 large confidence), the per-anchor loss computed from differences, and the driver that runs
 the anchors in blocks of rows and hands each block's softmax to :mod:`probcon_ref.gradient`.
-Every function is written once against the array API standard and receives what it needs
-as arguments: the namespace ``xp`` and the elementwise steps (this file's reference
+The candidates are the views, then the batch's extra candidates if it has any. Every
+function is written once against the array API standard and receives what it needs as
+arguments: the namespace ``xp`` and the elementwise steps (this file's reference
 :class:`ElementwiseSteps`, or CuPy's fused kernels) chosen once per call by the public
 functions (:func:`probcon_ref.pcl_loss` and the others), after the input rules of
 :mod:`probcon_ref._inputs`.
@@ -20,8 +21,8 @@ from . import _arrays
 from .gradient import GradientSums, block_gradient_sums, negative_weight_scale, positive_weights
 from .special import NormalizerTerms, log_vmf_normalizer_terms_working, mean_resultant_length_working
 
-__all__ = ["PCLGrads", "NTXentGrads", "Concentrations", "pcl_concentrations", "ntxent_concentrations",
-           "ElementwiseSteps", "contrast_anchors", "contrast"]
+__all__ = ["PCLGrads", "NTXentGrads", "NTXentTemperatureGrads", "Concentrations", "pcl_concentrations",
+           "ntxent_concentrations", "ElementwiseSteps", "contrast_anchors", "contrast"]
 
 
 class PCLGrads(NamedTuple):
@@ -45,6 +46,18 @@ class NTXentGrads(NamedTuple):
 
     z1: object
     z2: object
+
+
+class NTXentTemperatureGrads(NamedTuple):
+    """Gradients of the reduced NT-Xent loss with respect to each view and to the temperature.
+
+    Fields ``z1``, ``z2`` (N x d) and ``temperature`` (0-d, in the loss's dtype). No equation:
+    a container of what :eq:`eq-grad-z` and :eq:`eq-grad-temperature` give.
+    """
+
+    z1: object
+    z2: object
+    temperature: object
 
 
 # ---------------------------------------------------------------------------------------
@@ -74,11 +87,23 @@ def pcl_concentrations(xp, kappa, d: int, steps) -> Concentrations:
     return Concentrations(kappa, terms.shift, terms.peak)
 
 
-def ntxent_concentrations(xp, temperature: float, like) -> Concentrations:
-    """``scale = 1/tau``, ``shift = -1/tau``, ``peak = 0`` for every candidate :eq:`eq-ntxent-logits`."""
+def ntxent_concentrations(xp, temperature: float, like, count: int | None = None) -> Concentrations:
+    """``scale = 1/tau``, ``shift = -1/tau``, ``peak = 0`` for every candidate :eq:`eq-ntxent-logits`.
+
+    ``count`` candidates (by default one per row of ``like``), in the dtype and on the device
+    of ``like``; the extra candidates share the temperature :eq:`eq-extra-logits`.
+    """
     dev = _arrays.device_of(like)
-    scale = xp.full((like.shape[0],), 1.0 / temperature, dtype=like.dtype, device=dev)
-    return Concentrations(scale, -scale, xp.zeros((like.shape[0],), dtype=like.dtype, device=dev))
+    count = like.shape[0] if count is None else count
+    scale = xp.full((count,), 1.0 / temperature, dtype=like.dtype, device=dev)
+    return Concentrations(scale, -scale, xp.zeros((count,), dtype=like.dtype, device=dev))
+
+
+def candidate_rows(xp, batch_rows, extra_rows):
+    """Directions or concentrations of every candidate: the batch's ``2N``, then the ``M`` extra
+    candidates' (``None``: none) :eq:`eq-extra-logits`. An extra candidate is no anchor: a
+    column of the logits after the views', never a row."""
+    return batch_rows if extra_rows is None else xp.concat([batch_rows, extra_rows], axis=0)
 
 
 # ---------------------------------------------------------------------------------------
@@ -241,7 +266,8 @@ class AnchorTerms(NamedTuple):
 
 
 def anchor_terms(xp, gaps) -> AnchorTerms:
-    """Shift the gaps by their maximum (and the positive's 0) and exponentiate :eq:`eq-shifted-sum`."""
+    """Shift the gaps by their maximum (and the positive's 0) and exponentiate :eq:`eq-shifted-sum`;
+    a row holds every candidate's gap, the extra candidates' too :eq:`eq-extra-loss`."""
     m = xp.maximum(xp.max(gaps, axis=1), _arrays.const(xp, 0.0, gaps))
     e = xp.exp(gaps - m[:, None])
     s = xp.sum(e, axis=1)
@@ -360,8 +386,9 @@ def contrast_anchors(xp, mu_anchors, first: int, mu, conc: Concentrations, weigh
 
     The anchors are the ``2n`` candidates ``first, ..., first + 2n - 1``: ``n`` views 1 then
     their ``n`` views 2, so that the positive of local anchor ``a`` is candidate
-    ``first + p(a)``. The single-process loss passes the whole batch (``first = 0``); the
-    distributed loss passes one process's views against the candidates of all processes.
+    ``first + p(a)``. The single-process loss passes the whole batch (``first = 0``), its
+    extra candidates after it; the distributed loss one process's views against the
+    candidates of all processes.
     ``compensated`` takes the logits from :func:`compensated_block_logits` (float64 only).
     No equation of its own: the driver that calls, block by block, the functions that cite
     theirs.
@@ -407,12 +434,17 @@ def _block_logit_maker(xp, mu_anchors, mu, conc: Concentrations, compensated: bo
 
 
 def contrast(xp, batch, conc: Concentrations, steps: ElementwiseSteps, *, with_grad: bool, block_size=None):
-    """Directions, norms and the :class:`Pass` of every view of a validated batch
-    (:class:`probcon_ref._inputs.Batch`) as an anchor.
+    """``(mu, norm, candidates, Pass)``: the directions and norms of the views of a validated
+    batch (:class:`probcon_ref._inputs.Batch`), the directions of every candidate (the views,
+    then the batch's extra candidates, if any) and the :class:`Pass` of every view as an
+    anchor against them; ``conc`` holds the concentrations of every candidate.
 
-    No equation of its own: :func:`unit_directions`, then :func:`contrast_anchors`.
+    No equation of its own: :func:`unit_directions`, :func:`candidate_rows`
+    (:eq:`eq-extra-logits`), then :func:`contrast_anchors`.
     """
     mu, norm = unit_directions(xp, batch.z)
-    out = contrast_anchors(xp, mu, 0, mu, conc, batch.weights, steps, with_grad=with_grad, block_size=block_size,
-                           compensated=batch.compensated)
-    return mu, norm, out
+    extra = None if batch.extra_z is None else unit_directions(xp, batch.extra_z)[0]
+    candidates = candidate_rows(xp, mu, extra)
+    out = contrast_anchors(xp, mu, 0, candidates, conc, batch.weights, steps, with_grad=with_grad,
+                           block_size=block_size, compensated=batch.compensated)
+    return mu, norm, candidates, out

@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "probcon_ref"
 
 #: The reference: what a student reads to study the mathematics.
 REFERENCE = ("probcon_ref.loss", "probcon_ref.gradient", "probcon_ref.special", "probcon_ref.tables",
-             "probcon_ref._inputs", "probcon_ref._arrays")
+             "probcon_ref._inputs", "probcon_ref._rules", "probcon_ref._arrays")
 
 #: Its users, which the reference must never import.
 USERS = ("probcon_ref.tools", "probcon_ref.testing", "probcon_ref.experiment", "probcon_ref.cupy",

@@ -49,7 +49,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without JAX
 import numpy as np
 from jax.experimental import checkify
 
-from .. import _inputs, special
+from .. import _inputs, _rules, special
 from .. import loss as _loss
 from .. import ntxent_loss as _ntxent_loss, ntxent_loss_and_grad as _ntxent_loss_and_grad
 from .. import pcl_loss as _pcl_loss, pcl_loss_and_grad as _pcl_loss_and_grad
@@ -83,7 +83,15 @@ def _reduction(reduction) -> str:
     return reduction
 
 
-def pcl_loss(z1, z2, kappa1, kappa2, *, reduction: str = "mean", block_size: int | None = None):
+def _constants(**named):
+    """The given extra candidates as JAX arrays behind ``jax.lax.stop_gradient`` (the loss holds
+    them constant), and their names, for :class:`~probcon_ref.jax._vjp.AnalyticSpec`."""
+    given = {name: a for name, a in named.items() if a is not None}
+    return [jax.lax.stop_gradient(a) for a in _jax_arrays(**given)], tuple(given)
+
+
+def pcl_loss(z1, z2, kappa1, kappa2, *, reduction: str = "mean", block_size: int | None = None, extra_z=None,
+             extra_kappa=None):
     """The probabilistic contrastive loss, differentiable in JAX with its analytic gradient.
 
     Same mathematics, arguments and input rules as :func:`probcon_ref.pcl_loss`
@@ -100,6 +108,10 @@ def pcl_loss(z1, z2, kappa1, kappa2, *, reduction: str = "mean", block_size: int
         Mean or sum over the 2N anchors, or the per-anchor losses (view 1 first).
     block_size : int, optional
         Anchors processed at a time, as in :func:`probcon_ref.pcl_loss`.
+    extra_z, extra_kappa : jax.Array, optional
+        Extra candidates (a memory bank), as in :func:`probcon_ref.pcl_loss`
+        (:eq:`eq-extra-loss`): constants, behind ``jax.lax.stop_gradient``, so that no
+        gradient flows to them.
 
     Returns
     -------
@@ -107,22 +119,26 @@ def pcl_loss(z1, z2, kappa1, kappa2, *, reduction: str = "mean", block_size: int
         0-d (shape (2N,) for ``"none"``), in the inputs' promoted dtype.
     """
     args = _jax_arrays(z1=z1, z2=z2, kappa1=kappa1, kappa2=kappa2)
+    constants, names = _constants(extra_z=extra_z, extra_kappa=extra_kappa)
     spec = AnalyticSpec(_pcl_loss, _pcl_loss_and_grad, _reduction(reduction),
-                        (("block_size", _loss.check_block_size(block_size)),))
-    return analytic_loss(spec, *args)
+                        (("block_size", _loss.check_block_size(block_size)),), names)
+    return analytic_loss(spec, *args, *constants)
 
 
-def ntxent_loss(z1, z2, *, temperature: float = 0.5, reduction: str = "mean", block_size: int | None = None):
+def ntxent_loss(z1, z2, *, temperature: float = 0.5, reduction: str = "mean", block_size: int | None = None,
+                extra_z=None):
     """NT-Xent with its analytic gradient as the VJP (:eq:`eq-ntxent-logits`); see :func:`pcl_loss`.
 
     The deterministic special case of the PCL with every ``kappa = 1/temperature``; the
-    temperature is a Python number.
+    temperature is a Python number. ``extra_z``: extra candidates, constants, as in
+    :func:`pcl_loss`.
     """
     args = _jax_arrays(z1=z1, z2=z2)
+    constants, names = _constants(extra_z=extra_z)
     options = (("temperature", check_positive_scalar(temperature, "temperature")),
                ("block_size", _loss.check_block_size(block_size)))
-    spec = AnalyticSpec(_ntxent_loss, _ntxent_loss_and_grad, _reduction(reduction), options)
-    return analytic_loss(spec, *args)
+    spec = AnalyticSpec(_ntxent_loss, _ntxent_loss_and_grad, _reduction(reduction), options, names)
+    return analytic_loss(spec, *args, *constants)
 
 
 def log_iv(nu, x):
@@ -174,7 +190,7 @@ def value_checks():
     transforms (:func:`checked` does both); the block must be entered while that function is
     traced, that is, inside it.
     """
-    return _inputs.traced_rules(_check)
+    return _rules.traced_rules(_check)
 
 
 def checked(fn):

@@ -28,18 +28,32 @@ class AnalyticSpec:
     :func:`probcon_ref.ntxent_loss`; ``loss_and_grad`` the matching ``*_loss_and_grad``, called
     with ``reduction=`` for the gradient of a reduced loss and with ``weights=`` for the VJP of
     the per-anchor losses. ``options`` (``temperature``, ``block_size``) go to both.
+    ``constants`` names the keyword arguments (``extra_z``, ``extra_kappa``) that the last
+    ``len(constants)`` inputs are passed as: arrays the loss holds constant, whose cotangent
+    is zero.
     """
 
     loss: Callable
     loss_and_grad: Callable
     reduction: str
     options: tuple = field(default=())
+    constants: tuple = field(default=())
+
+    def _arguments(self, inputs, kwargs):
+        count = len(inputs) - len(self.constants)
+        return inputs[:count], {**dict(self.options), **dict(zip(self.constants, inputs[count:])), **kwargs}
 
     def value(self, *inputs, **kwargs):
-        return self.loss(*inputs, **dict(self.options), **kwargs)
+        arrays, keywords = self._arguments(inputs, kwargs)
+        return self.loss(*arrays, **keywords)
 
     def value_and_grad(self, *inputs, **kwargs):
-        return self.loss_and_grad(*inputs, **dict(self.options), **kwargs)
+        arrays, keywords = self._arguments(inputs, kwargs)
+        return self.loss_and_grad(*arrays, **keywords)
+
+    def constant_cotangents(self, inputs) -> tuple:
+        """Zeros for the constant inputs: nothing flows to them."""
+        return tuple(jnp.zeros_like(a) for a in inputs[len(inputs) - len(self.constants):])
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -52,7 +66,7 @@ def _forward(spec: AnalyticSpec, *inputs):
     if spec.reduction == "none":
         return spec.value(*inputs, reduction="none"), inputs
     value, grads = spec.value_and_grad(*inputs, reduction=spec.reduction)
-    return value, tuple(grads)
+    return value, (tuple(grads), spec.constant_cotangents(inputs))
 
 
 def _backward(spec: AnalyticSpec, saved, cotangent):
@@ -63,12 +77,13 @@ def _backward(spec: AnalyticSpec, saved, cotangent):
     reference rightly refuses when a caller passes them, and NaN is added back after.
     """
     if spec.reduction != "none":
-        return tuple((g * cotangent.astype(g.dtype)).astype(g.dtype) for g in saved)
+        grads, constants = saved
+        return tuple((g * cotangent.astype(g.dtype)).astype(g.dtype) for g in grads) + constants
     finite = jnp.isfinite(cotangent)
     weights = jnp.where(finite, cotangent, jnp.zeros_like(cotangent))
     poison = jnp.sum(jnp.where(finite, jnp.zeros_like(cotangent), cotangent)) * 0
     _, grads = spec.value_and_grad(*saved, weights=weights)
-    return tuple((g + poison.astype(g.dtype)).astype(g.dtype) for g in grads)
+    return tuple((g + poison.astype(g.dtype)).astype(g.dtype) for g in grads) + spec.constant_cotangents(saved)
 
 
 _analytic.defvjp(_forward, _backward)
