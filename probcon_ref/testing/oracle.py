@@ -188,8 +188,9 @@ class OracleResult:
 
     ``losses`` has shape (2N,) (view-1 anchors first); ``loss`` is ``sum_a w_a loss_a`` and
     ``loss_sum`` is ``sum_a loss_a``; ``grads`` maps ``"z1"``, ``"z2"`` (and for the PCL
-    ``"kappa1"``, ``"kappa2"``) to the gradient of ``loss``. For the PCL, ``log_c`` and
-    ``mean_length`` hold ``log C_d(kappa_b)`` and ``A_d(kappa_b)`` of the 2N views.
+    ``"kappa1"``, ``"kappa2"``; for NT-Xent ``"temperature"``, 0-d) to the gradient of
+    ``loss``. For the PCL, ``log_c`` and ``mean_length`` hold ``log C_d(kappa_b)`` and
+    ``A_d(kappa_b)`` of the 2N views.
     """
 
     losses: np.ndarray
@@ -200,6 +201,15 @@ class OracleResult:
     mean_length: np.ndarray | None = None
 
 
+def _rows(z, name: str) -> np.ndarray:
+    """``z`` as float64, finite and without a zero row; ``ValueError`` naming ``name``."""
+    if not np.all(np.isfinite(z)):
+        raise ValueError(f"{name} must be finite")
+    if np.any(np.all(z == 0, axis=1)):
+        raise ValueError(f"{name} has a zero-norm embedding")
+    return z
+
+
 def _views(z1, z2):
     """The two views as float64 arrays, checked (the rules of the contract, section :ref:`7 <contract-inputs>`, named)."""
     z1 = np.asarray(z1, dtype=np.float64)
@@ -207,16 +217,35 @@ def _views(z1, z2):
     for name, z in (("z1", z1), ("z2", z2)):
         if z.ndim != 2:
             raise ValueError(f"{name} must be 2-D with shape (N, d), got shape {z.shape}")
-        if not np.all(np.isfinite(z)):
-            raise ValueError(f"{name} must be finite")
-        if np.any(np.all(z == 0, axis=1)):
-            raise ValueError(f"{name} has a zero-norm embedding")
+        _rows(z, name)
     if z1.shape != z2.shape:
         raise ValueError(f"z1 and z2 must have equal shapes, got {z1.shape} and {z2.shape}")
     n, d = z1.shape
     if n < 1 or d < 2:
         raise ValueError(f"z1 and z2 need N >= 1 and d >= 2, got shape {z1.shape}")
     return np.concatenate([z1, z2], axis=0), n, d
+
+
+def _extra_rows(extra_z, d: int):
+    """The extra candidates' rows (the contract, section :ref:`3 <contract-loss>`), checked; an
+    empty list for none."""
+    if extra_z is None:
+        return np.zeros((0, d))
+    rows = np.asarray(extra_z, dtype=np.float64)
+    if rows.ndim != 2 or rows.shape[1] != d:
+        raise ValueError(f"extra_z must have shape (M, d) = (M, {d}), got {rows.shape}")
+    return _rows(rows, "extra_z")
+
+
+def _concentrations(named: dict, shapes: dict) -> np.ndarray:
+    """The named concentrations, concatenated as float64; checked against ``shapes``."""
+    for name, part in named.items():
+        if np.shape(part) != shapes[name]:
+            raise ValueError(f"{name} must have shape {shapes[name]}, got {np.shape(part)}")
+    k = np.concatenate([np.asarray(part, np.float64).reshape(-1) for part in named.values()])
+    if not np.all(np.isfinite(k)) or np.any(k < 0):
+        raise ValueError(f"{' and '.join(named)} must be finite and >= 0")
+    return k
 
 
 def _weights(mp, weights, n2: int):
@@ -233,36 +262,34 @@ def _weights(mp, weights, n2: int):
     return [_exact(mp, v, "weights") for v in w]
 
 
-def _evaluate(mp, z, n: int, d: int, kappa, inv_tau, weights):
-    """Sections 3-4 at the working precision; ``kappa`` is None for NT-Xent."""
-    n2 = 2 * n
-    rows = [[mp.mpf(float(v)) for v in row] for row in z]
-    norms = [mp.sqrt(mp.fdot(r, r)) for r in rows]
-    mu = [[v / s for v in r] for r, s in zip(rows, norms)]
-    cos = [[mp.mpf(0)] * n2 for _ in range(n2)]
+def _directions(mp, rows):
+    """Unit directions and norms of float64 rows, as mpf."""
+    exact = [[mp.mpf(float(v)) for v in row] for row in rows]
+    norms = [mp.sqrt(mp.fdot(r, r)) for r in exact]
+    return [[v / s for v in r] for r, s in zip(exact, norms)], norms
+
+
+def _cosines(mp, mu, extra):
+    """``c_ab`` of each view ``a`` with every candidate ``b``: the 2N views, then the extra ones."""
+    n2 = len(mu)
+    cos = [[mp.mpf(0)] * (n2 + len(extra)) for _ in range(n2)]
     for a in range(n2):
         cos[a][a] = mp.mpf(1)
         for b in range(a + 1, n2):
             cos[a][b] = cos[b][a] = mp.fdot(mu[a], mu[b])
-    if kappa is not None:
-        log_c = [_log_c(mp, d, k) for k in kappa]
-        length = [_ratio(mp, mp.mpf(d) / 2 - 1, k) for k in kappa]
-        scale = kappa
-    else:
-        log_c = length = None
-        scale = [inv_tau] * n2
+        for j, nu in enumerate(extra):
+            cos[a][n2 + j] = mp.fdot(mu[a], nu)
+    return cos
 
-    def logit(a, b):
-        if kappa is None:
-            return cos[a][b] * inv_tau
-        return log_c[b] + kappa[b] * cos[a][b]
 
-    w = weights
+def _softmax(mp, n: int, candidates: int, logit, w):
+    """Per-anchor losses and the residuals ``W_ab`` (the contract, section :ref:`4 <contract-gradient>`)."""
+    n2 = 2 * n
     losses = []
-    resid = [[mp.mpf(0)] * n2 for _ in range(n2)]  # W_ab
+    resid = [[mp.mpf(0)] * candidates for _ in range(n2)]  # W_ab
     for a in range(n2):
         p = (a + n) % n2
-        others = [b for b in range(n2) if b not in (a, p)]
+        others = [b for b in range(candidates) if b not in (a, p)]
         f_ap = logit(a, p)
         delta = {b: logit(a, b) - f_ap for b in others}
         # loss_a = log(1 + sum_{b != a, p} exp(delta_ab)), all digits kept for a tiny loss
@@ -272,19 +299,53 @@ def _evaluate(mp, z, n: int, d: int, kappa, inv_tau, weights):
         for b in others:
             resid[a][b] = w[a] * probs[b]
         resid[a][p] = -w[a] * mp.fsum(probs.values())
-    g = [[resid[a][b] * scale[b] for b in range(n2)] for a in range(n2)]
+    return losses, resid
+
+
+def _grad_z(mp, resid, scale, mu, norms, candidates):
+    """``dL/dz_a``: ``G_ab + G_ba`` over the views, ``G_ab`` alone over the extra candidates."""
+    n2, d = len(mu), len(mu[0])
+    g = [[resid[a][b] * scale[b] for b in range(len(candidates))] for a in range(n2)]
     grad_z = []
     for a in range(n2):
-        coef = [g[a][b] + g[b][a] for b in range(n2)]
-        g_mu = [mp.fdot(coef, [mu[b][i] for b in range(n2)]) for i in range(d)]
+        coef = [g[a][b] + g[b][a] if b < n2 else g[a][b] for b in range(len(candidates))]
+        g_mu = [mp.fdot(coef, [c[i] for c in candidates]) for i in range(d)]
         radial = mp.fdot(mu[a], g_mu)
         grad_z.append([(g_mu[i] - radial * mu[a][i]) / norms[a] for i in range(d)])
-    grad_k = None
+    return grad_z
+
+
+def _evaluate(mp, z, n: int, d: int, kappa, inv_tau, weights, extra):
+    """Sections 3-4 at the working precision; ``kappa`` is None for NT-Xent, and holds the
+    extra candidates' concentrations after the views' for the PCL; ``extra`` holds their rows
+    (M x d, M = 0 for none)."""
+    n2 = 2 * n
+    mu, norms = _directions(mp, z)
+    extra_mu = _directions(mp, extra)[0]
+    cos = _cosines(mp, mu, extra_mu)
+    count = n2 + len(extra_mu)
+    if kappa is not None:
+        log_c = [_log_c(mp, d, k) for k in kappa]
+        length = [_ratio(mp, mp.mpf(d) / 2 - 1, k) for k in kappa[:n2]]
+        scale = kappa
+    else:
+        log_c = length = None
+        scale = [inv_tau] * count
+
+    def logit(a, b):
+        if kappa is None:
+            return cos[a][b] * inv_tau
+        return log_c[b] + kappa[b] * cos[a][b]
+
+    losses, resid = _softmax(mp, n, count, logit, weights)
+    grad_z = _grad_z(mp, resid, scale, mu, norms, mu + extra_mu)
     if kappa is not None:
         grad_k = [mp.fsum(resid[a][b] * (cos[a][b] - length[b]) for a in range(n2) if a != b)
                   for b in range(n2)]
-    total = mp.fsum(wa * la for wa, la in zip(w, losses))
-    return losses, total, mp.fsum(losses), grad_z, grad_k, log_c, length
+    else:  # dL/dtau = -(1/tau^2) sum_a sum_{b != a} W_ab c_ab
+        grad_k = -mp.fsum(resid[a][b] * cos[a][b] for a in range(n2) for b in range(count) if b != a) * inv_tau**2
+    total = mp.fsum(wa * la for wa, la in zip(weights, losses))
+    return losses, total, mp.fsum(losses), grad_z, grad_k, None if log_c is None else log_c[:n2], length
 
 
 def _to_f64(values) -> np.ndarray:
@@ -292,23 +353,24 @@ def _to_f64(values) -> np.ndarray:
     return np.array([_round(v) for v in values], dtype=np.float64)
 
 
-def pcl(z1, z2, kappa1, kappa2, *, weights="mean") -> OracleResult:
+def pcl(z1, z2, kappa1, kappa2, *, weights="mean", extra_z=None, extra_kappa=None) -> OracleResult:
     """The PCL, its per-anchor losses and its gradient, at 50 digits, rounded to float64.
 
     ``weights`` is ``"mean"`` (``w_a = 1/(2N)`` exactly), ``"sum"`` or an array of shape (2N,).
+    ``extra_z`` (M x d) and ``extra_kappa`` (M) are extra candidates (the contract, section
+    :ref:`3 <contract-loss>`), held constant: they join every anchor's denominator.
     """
     mp = _mpmath()
     z, n, d = _views(z1, z2)
-    k = np.concatenate([np.asarray(kappa1, np.float64).reshape(-1), np.asarray(kappa2, np.float64).reshape(-1)])
-    for name, part in (("kappa1", kappa1), ("kappa2", kappa2)):
-        if np.shape(part) != (n,):
-            raise ValueError(f"{name} must have shape (N,) = ({n},), got {np.shape(part)}")
-    if not np.all(np.isfinite(k)) or np.any(k < 0):
-        raise ValueError("kappa1 and kappa2 must be finite and >= 0")
+    extra = _extra_rows(extra_z, d)
+    if (extra_z is None) != (extra_kappa is None):
+        raise ValueError("extra_z and extra_kappa are given together or not at all")
+    named = {"kappa1": kappa1, "kappa2": kappa2, **({} if extra_kappa is None else {"extra_kappa": extra_kappa})}
+    k = _concentrations(named, {"kappa1": (n,), "kappa2": (n,), "extra_kappa": (len(extra),)})
     with mp.workdps(DIGITS + _GUARD):
         kappa = [mp.mpf(float(v)) for v in k]
         losses, total, total_sum, gz, gk, log_c, length = _evaluate(
-            mp, z, n, d, kappa, None, _weights(mp, weights, 2 * n))
+            mp, z, n, d, kappa, None, _weights(mp, weights, 2 * n), extra)
         gz = np.array([_to_f64(row) for row in gz], dtype=np.float64).reshape(len(gz), d)
         gk = _to_f64(gk)
         return OracleResult(
@@ -318,15 +380,18 @@ def pcl(z1, z2, kappa1, kappa2, *, weights="mean") -> OracleResult:
         )
 
 
-def ntxent(z1, z2, *, temperature: float, weights="mean") -> OracleResult:
-    """NT-Xent with temperature ``temperature`` (a float64), as :func:`pcl`."""
+def ntxent(z1, z2, *, temperature: float, weights="mean", extra_z=None) -> OracleResult:
+    """NT-Xent with temperature ``temperature`` (a float64), as :func:`pcl`; ``grads`` also holds
+    ``"temperature"``, ``dL/dtau``."""
     mp = _mpmath()
     z, n, d = _views(z1, z2)
+    extra = _extra_rows(extra_z, d)
     tau = float(temperature)
     if not (np.isfinite(tau) and tau > 0):
         raise ValueError(f"temperature must be a finite number > 0, got {tau}")
     with mp.workdps(DIGITS + _GUARD):
-        losses, total, total_sum, gz, _, _, _ = _evaluate(
-            mp, z, n, d, None, 1 / mp.mpf(tau), _weights(mp, weights, 2 * n))
+        losses, total, total_sum, gz, g_tau, _, _ = _evaluate(
+            mp, z, n, d, None, 1 / mp.mpf(tau), _weights(mp, weights, 2 * n), extra)
         gz = np.array([_to_f64(row) for row in gz], dtype=np.float64).reshape(len(gz), d)
-        return OracleResult(_to_f64(losses), _round(total), _round(total_sum), {"z1": gz[:n], "z2": gz[n:]})
+        return OracleResult(_to_f64(losses), _round(total), _round(total_sum),
+                            {"z1": gz[:n], "z2": gz[n:], "temperature": np.float64(_round(g_tau))})

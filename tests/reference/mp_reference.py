@@ -23,6 +23,9 @@ pcl_loss_and_grad(z1, z2, kappa1, kappa2, weights="mean", diag=None)
     -> loss_none (2N,), total, grad_z1, grad_z2, grad_kappa1, grad_kappa2   (float64)
 ntxent_loss_and_grad(z1, z2, tau, weights="mean", diag=None)
     -> loss_none (2N,), total, grad_z1, grad_z2                             (float64)
+ntxent_temperature_grad(z1, z2, tau, weights="mean")   dL/dtau             (float64)
+    All of these take extra candidates (the contract's section 3.1): ``extra_z``
+    (M x d), and for the PCL ``extra_kappa`` (M,).
 pcl_loss_and_grad_mp / ntxent_loss_and_grad_mp   the same, unrounded mpf lists
 independent_log_iv(nu, x)          Debye / Hankel expansions (no besseli), where they apply
 self_check()                       identities, limits, cross-checks and finite differences
@@ -264,10 +267,40 @@ def _diagnose(diag, a, p, others, P, loss, c, kappa_list, logC, inv_tau):
     diag["max_abs_PmY"] = max(diag.get("max_abs_PmY", 0.0), float(pmy))
 
 
-def _core(z1, z2, kappa_list, tau, weights, diag=None):
+def _extras(extra_z, extra_kappa, d, pcl):
+    """Extra candidates (the contract's section 3.1) as mpf: unit directions and, for the PCL,
+    concentrations, log-normalisers. Empty lists when there are none."""
+    if extra_z is None:
+        if extra_kappa is not None:
+            raise ValueError("extra_kappa needs extra_z")
+        return [], [], []
+    ez = np.asarray(extra_z, dtype=np.float64)
+    if ez.ndim != 2 or ez.shape[1] != d:
+        raise ValueError("extra_z must have shape (M, d)")
+    rows = [[_mpf(v) for v in row] for row in ez]
+    nu = []
+    for row in rows:
+        nrm = mpmath.sqrt(mpmath.fsum(v * v for v in row))
+        if nrm == 0:
+            raise ValueError("extra_z has a zero row")
+        nu.append([v / nrm for v in row])
+    if not pcl:
+        return nu, [], []
+    if extra_kappa is None or np.shape(extra_kappa) != (len(nu),):
+        raise ValueError("extra_kappa must have shape (M,)")
+    lam = [_mpf(v) for v in np.asarray(extra_kappa, np.float64)]
+    return nu, lam, [log_vmf_normalizer(d, k) for k in lam]
+
+
+def _core(z1, z2, kappa_list, tau, weights, diag=None, extra_z=None, extra_kappa=None):
     """Shared forward/backward. kappa_list is None for NT-Xent.
 
-    If ``diag`` is a dict it receives float64 conditioning diagnostics (see _diagnose)."""
+    Extra candidates (``extra_z`` M x d, and ``extra_kappa`` for the PCL) join every
+    anchor's denominator and get no gradient; they are kept apart from the 2N x 2N
+    matrices: ``X[a][j]`` is anchor a's residual on extra candidate j.
+    Returns (N, losses, total, gz, gk, dL/dtau); dL/dtau is None for the PCL.
+    If ``diag`` is a dict it receives float64 conditioning diagnostics (see _diagnose;
+    not with extra candidates)."""
     z1 = np.asarray(z1, dtype=np.float64)
     z2 = np.asarray(z2, dtype=np.float64)
     N, d = z1.shape
@@ -282,36 +315,50 @@ def _core(z1, z2, kappa_list, tau, weights, diag=None):
             c[a][b] = c[b][a] = mpmath.fdot(mu[a], mu[b])
     w = _weights(weights, n2)
     pos = [(a + N) % n2 for a in range(n2)]
+    nu, lam, logC_x = _extras(extra_z, extra_kappa, d, kappa_list is not None)
+    assert diag is None or not nu, "diagnostics are not defined with extra candidates"
+    cx = [[mpmath.fdot(mu[a], v) for v in nu] for a in range(n2)]  # mu_a . nu_j
 
     if kappa_list is not None:
         logC = [log_vmf_normalizer(d, k) for k in kappa_list]
         A = [mean_resultant_length(d, k) for k in kappa_list]
         scale = kappa_list  # dF_ab/dc_ab = kappa_b
+        scale_x = lam
 
         def F(a, b):
             return logC[b] + kappa_list[b] * c[a][b]
+
+        def Fx(a, j):
+            return logC_x[j] + lam[j] * cx[a][j]
     else:
         inv_tau = 1 / tau
         scale = [inv_tau] * n2
+        scale_x = [inv_tau] * len(nu)
 
         def F(a, b):
             return c[a][b] * inv_tau
 
+        def Fx(a, j):
+            return cx[a][j] * inv_tau
+
     losses = []
     W = [[mpf(0)] * n2 for _ in range(n2)]
+    X = [[mpf(0)] * len(nu) for _ in range(n2)]
     for a in range(n2):
         p = pos[a]
         others = [b for b in range(n2) if b != a and b != p]
         Fap = F(a, p)
         delta = {b: F(a, b) - Fap for b in others}
+        delta_x = [Fx(a, j) - Fap for j in range(len(nu))]
         delta[p] = mpf(0)
         # loss_a = log sum_{b != a} exp(delta_ab), written as log1p of the
         # non-positive terms so a tiny loss keeps all its digits.
-        s = mpmath.fsum(mpmath.exp(delta[b]) for b in others)
+        s = mpmath.fsum(mpmath.exp(delta[b]) for b in others) + mpmath.fsum(mpmath.exp(t) for t in delta_x)
         loss = mpmath.log1p(s)
         losses.append(loss)
         # P_ab = exp(delta_ab - loss_a)
         P = {b: mpmath.exp(delta[b] - loss) for b in others}
+        Px = [mpmath.exp(t - loss) for t in delta_x]
         if diag is not None:
             _diagnose(diag, a, p, others, P, loss, c, kappa_list, logC if kappa_list is not None else None,
                       None if kappa_list is not None else inv_tau)
@@ -319,24 +366,32 @@ def _core(z1, z2, kappa_list, tau, weights, diag=None):
         # (not w_a (P_ap - 1), which cancels when the match is confident).
         for b in others:
             W[a][b] = w[a] * P[b]
-        W[a][p] = -w[a] * mpmath.fsum(P[b] for b in others)
+        X[a] = [w[a] * q for q in Px]
+        W[a][p] = -w[a] * (mpmath.fsum(P[b] for b in others) + mpmath.fsum(Px))
 
     total = mpmath.fsum(wa * la for wa, la in zip(w, losses))
 
-    # G_ab = W_ab * scale_b ; dL/dmu_a = sum_b (G_ab + G_ba) mu_b
+    # G_ab = W_ab * scale_b ; dL/dmu_a = sum_b (G_ab + G_ba) mu_b + sum_j X_aj scale_j nu_j
     G = [[W[a][b] * scale[b] for b in range(n2)] for a in range(n2)]
     gz = []
     for a in range(n2):
         coef = [G[a][b] + G[b][a] for b in range(n2)]
-        gmu = [mpmath.fdot(coef, [mu[b][i] for b in range(n2)]) for i in range(d)]
+        gmu = [mpmath.fdot(coef, [mu[b][i] for b in range(n2)])
+               + mpmath.fsum(X[a][j] * scale_x[j] * nu[j][i] for j in range(len(nu)))
+               for i in range(d)]
         proj = mpmath.fdot(mu[a], gmu)
         gz.append([(gmu[i] - proj * mu[a][i]) / norms[a] for i in range(d)])
 
-    gk = None
+    gk = gtau = None
     if kappa_list is not None:
         gk = [mpmath.fsum(W[a][b] * (c[a][b] - A[b]) for a in range(n2) if a != b)
               for b in range(n2)]
-    return N, losses, total, gz, gk
+    else:
+        # F = c / tau for every candidate: dL/dtau = -tau^-2 (sum W_ab c_ab + sum X_aj mu_a.nu_j)
+        inner = mpmath.fsum(W[a][b] * c[a][b] for a in range(n2) for b in range(n2) if a != b)
+        inner += mpmath.fsum(X[a][j] * cx[a][j] for a in range(n2) for j in range(len(nu)))
+        gtau = -inner / (tau * tau)
+    return N, losses, total, gz, gk, gtau
 
 
 def _f64(x):
@@ -352,31 +407,36 @@ def _kappas(kappa1, kappa2):
                                              np.asarray(kappa2, np.float64).reshape(-1)])]
 
 
-def pcl_loss_and_grad_mp(z1, z2, kappa1, kappa2, weights="mean"):
+def pcl_loss_and_grad_mp(z1, z2, kappa1, kappa2, weights="mean", extra_z=None, extra_kappa=None):
     """PCL at 50 digits, unrounded: (losses, total, gz, gkappa) as mpf lists over the 2N views."""
-    _, losses, total, gz, gk = _core(z1, z2, _kappas(kappa1, kappa2), None, weights)
+    _, losses, total, gz, gk, _ = _core(z1, z2, _kappas(kappa1, kappa2), None, weights, None, extra_z, extra_kappa)
     return losses, total, gz, gk
 
 
-def ntxent_loss_and_grad_mp(z1, z2, tau, weights="mean"):
+def ntxent_loss_and_grad_mp(z1, z2, tau, weights="mean", extra_z=None):
     """NT-Xent at 50 digits, unrounded: (losses, total, gz)."""
-    _, losses, total, gz, _ = _core(z1, z2, None, _mpf(tau), weights)
+    _, losses, total, gz, _, _ = _core(z1, z2, None, _mpf(tau), weights, None, extra_z)
     return losses, total, gz
 
 
-def pcl_loss_and_grad(z1, z2, kappa1, kappa2, weights="mean", diag=None):
+def pcl_loss_and_grad(z1, z2, kappa1, kappa2, weights="mean", diag=None, extra_z=None, extra_kappa=None):
     """PCL at 50 digits. Returns (loss_none (2N,), total, gz1 (N,d), gz2 (N,d),
     gkappa1 (N,), gkappa2 (N,)), all rounded to float64 (total as a Python float).
     Pass a dict as ``diag`` to receive conditioning diagnostics (see _core)."""
-    N, losses, total, gz, gk = _core(z1, z2, _kappas(kappa1, kappa2), None, weights, diag)
+    N, losses, total, gz, gk, _ = _core(z1, z2, _kappas(kappa1, kappa2), None, weights, diag, extra_z, extra_kappa)
     return (_f64(losses), float(total), _f64_2d(gz[:N]), _f64_2d(gz[N:]),
             _f64(gk[:N]), _f64(gk[N:]))
 
 
-def ntxent_loss_and_grad(z1, z2, tau, weights="mean", diag=None):
+def ntxent_loss_and_grad(z1, z2, tau, weights="mean", diag=None, extra_z=None):
     """NT-Xent(tau) at 50 digits. Returns (loss_none (2N,), total, gz1, gz2) as float64."""
-    N, losses, total, gz, _ = _core(z1, z2, None, _mpf(tau), weights, diag)
+    N, losses, total, gz, _, _ = _core(z1, z2, None, _mpf(tau), weights, diag, extra_z)
     return _f64(losses), float(total), _f64_2d(gz[:N]), _f64_2d(gz[N:])
+
+
+def ntxent_temperature_grad(z1, z2, tau, weights="mean", extra_z=None):
+    """dL/dtau of NT-Xent(tau) at 50 digits, rounded to float64."""
+    return float(_core(z1, z2, None, _mpf(tau), weights, None, extra_z)[5])
 
 
 # --------------------------------------------------------------------------
@@ -487,8 +547,8 @@ def self_check(verbose=True):
     for tau in (0.1, 0.5, 1.0):
         # kappa_b = 1/tau exactly at 50 digits (1/0.1 is not a float64, so use _core directly)
         T = _mpf(tau)
-        _, lp, tp, gp, _ = _core(z1, z2, [1 / T] * 6, None, "mean")
-        _, ln, tn, gn, _ = _core(z1, z2, None, T, "mean")
+        _, lp, tp, gp, _, _ = _core(z1, z2, [1 / T] * 6, None, "mean")
+        _, ln, tn, gn, _, _ = _core(z1, z2, None, T, "mean")
         diff = max([abs(x - y) for x, y in zip(lp, ln)] + [abs(tp - tn)]
                    + [abs(x - y) for r, s_ in zip(gp, gn) for x, y in zip(r, s_)])
         assert diff < tol * 10, (tau, diff)
@@ -596,6 +656,37 @@ def self_check(verbose=True):
             worst = max(worst, abs((tot_nt(Zp) - tot_nt(Zm)) / (2 * h) - gz[a][i]))
     say("NT-Xent gradient vs finite differences, worst abs diff:", mpmath.nstr(worst, 3))
     assert worst < mpf("1e-25")
+
+    # Extra candidates: the z-gradient (none flows to the bank) and dL/dtau against finite
+    # differences of the textbook loss with the bank in every denominator.
+    bank = rng.standard_normal((3, d))
+    tau = mpf("0.3")
+    _, _, _, gz, _, gtau = _core(z1, z2, None, tau, "sum", None, bank)
+    nus = [[_mpf(v) for v in r] for r in bank]
+
+    def tot_bank(Zs, t):
+        n2 = 2 * N
+        unit = [[v / mpmath.sqrt(mpmath.fsum(u * u for u in r)) for v in r] for r in Zs + nus]
+        total = mpf(0)
+        for a in range(n2):
+            Fs = {b: mpmath.fdot(unit[a], unit[b]) / t for b in range(len(unit)) if b != a}
+            total += mpmath.log(mpmath.fsum(mpmath.exp(v) for v in Fs.values())) - Fs[(a + N) % n2]
+        return total
+
+    worst = mpf(0)
+    for a in range(2 * N):
+        for i in range(d):
+            Zp = [r[:] for r in Z]
+            Zm = [r[:] for r in Z]
+            Zp[a][i] += h
+            Zm[a][i] -= h
+            worst = max(worst, abs((tot_bank(Zp, tau) - tot_bank(Zm, tau)) / (2 * h) - gz[a][i]))
+    worst = max(worst, abs((tot_bank(Z, tau + h) - tot_bank(Z, tau - h)) / (2 * h) - gtau))
+    say("extra candidates: NT-Xent z- and tau-gradient vs finite differences, worst abs diff:", mpmath.nstr(worst, 3))
+    assert worst < mpf("1e-25")
+    one = pcl_loss_and_grad(z1[:1], z2[:1], [3.0], [0.5], "mean", None, bank, [1.0, 0.0, 2.0])
+    assert np.all(one[0] > 0)
+    say("N = 1 with extra candidates: every loss > 0: ok")
     return True
 
 if __name__ == "__main__":
