@@ -29,7 +29,8 @@ from conftest import DECLARED, case_params, declared_cases, require, skip_or_fai
 
 
 def loss_inputs(seed: int = 0, n: int = 12, d: int = 16, *, wide: bool = True):
-    """A batch with varied raw norms, agreeing views, a wide range of kappa and one kappa = 0.
+    """A batch with varied raw norms, agreeing views, a wide range of kappa and one kappa = 0,
+    and a bank of 7 extra candidates (one a near duplicate of an anchor, one with kappa = 0).
 
     ``wide=False`` keeps magnitudes inside the half-precision range.
     """
@@ -41,37 +42,54 @@ def loss_inputs(seed: int = 0, n: int = 12, d: int = 16, *, wide: bool = True):
     k2 = rng.lognormal(2.0 if wide else 1.0, 1.5 if wide else 0.8, size=n)
     k1[0] = 0.0
     w = rng.uniform(-1.0, 2.0, size=2 * n)
-    return {"z1": z1, "z2": z2, "kappa1": k1, "kappa2": k2, "weights": w}
+    extra_z = rng.normal(size=(7, d)) * rng.lognormal(0.0, spread, size=(7, 1))
+    extra_z[0] = 2.0 * z1[1] + 0.1 * rng.normal(size=d) * np.abs(z1[1]).mean()
+    extra_kappa = rng.lognormal(2.0 if wide else 1.0, 1.5 if wide else 0.8, size=7)
+    extra_kappa[-1] = 0.0
+    return {"z1": z1, "z2": z2, "kappa1": k1, "kappa2": k2, "weights": w, "extra_z": extra_z,
+            "extra_kappa": extra_kappa}
 
 
-def _pcl_loss(reduction, block_size=None):
+def _extra(a, extra: bool, pcl: bool = True) -> dict:
+    """The bank of extra candidates as keyword arguments (none unless ``extra``)."""
+    if not extra:
+        return {}
+    return {"extra_z": a["extra_z"], "extra_kappa": a["extra_kappa"]} if pcl else {"extra_z": a["extra_z"]}
+
+
+def _pcl_loss(reduction, block_size=None, extra=False):
     def run(a):
-        loss = pr.pcl_loss(a["z1"], a["z2"], a["kappa1"], a["kappa2"], reduction=reduction, block_size=block_size)
+        loss = pr.pcl_loss(a["z1"], a["z2"], a["kappa1"], a["kappa2"], reduction=reduction, block_size=block_size,
+                           **_extra(a, extra))
         return [("loss", loss, "z1")]
     return run
 
 
-def _pcl_grad(reduction=None, block_size=None):
+def _pcl_grad(reduction=None, block_size=None, extra=False):
     def run(a):
         kw = {"weights": a["weights"]} if reduction is None else {"reduction": reduction}
-        loss, g = pr.pcl_loss_and_grad(a["z1"], a["z2"], a["kappa1"], a["kappa2"], block_size=block_size, **kw)
+        loss, g = pr.pcl_loss_and_grad(a["z1"], a["z2"], a["kappa1"], a["kappa2"], block_size=block_size, **kw,
+                                       **_extra(a, extra))
         return [("loss", loss, "z1"), ("grad", g.z1, "z1"), ("grad", g.z2, "z2"),
                 ("grad", g.kappa1, "kappa1"), ("grad", g.kappa2, "kappa2")]
     return run
 
 
-def _ntxent_loss(reduction, block_size=None):
+def _ntxent_loss(reduction, block_size=None, extra=False):
     def run(a):
-        loss = pr.ntxent_loss(a["z1"], a["z2"], temperature=0.2, reduction=reduction, block_size=block_size)
+        loss = pr.ntxent_loss(a["z1"], a["z2"], temperature=0.2, reduction=reduction, block_size=block_size,
+                              **_extra(a, extra, pcl=False))
         return [("loss", loss, "z1")]
     return run
 
 
-def _ntxent_grad(reduction=None, block_size=None):
+def _ntxent_grad(reduction=None, block_size=None, extra=False, temperature_grad=False):
     def run(a):
         kw = {"weights": a["weights"]} if reduction is None else {"reduction": reduction}
-        loss, g = pr.ntxent_loss_and_grad(a["z1"], a["z2"], temperature=0.2, block_size=block_size, **kw)
-        return [("loss", loss, "z1"), ("grad", g.z1, "z1"), ("grad", g.z2, "z2")]
+        loss, g = pr.ntxent_loss_and_grad(a["z1"], a["z2"], temperature=0.2, block_size=block_size, **kw,
+                                          **_extra(a, extra, pcl=False), temperature_grad=temperature_grad)
+        tau = [("grad", g.temperature, "z1")] if temperature_grad else []  # 0-d, in the loss's dtype
+        return [("loss", loss, "z1"), ("grad", g.z1, "z1"), ("grad", g.z2, "z2"), *tau]
     return run
 
 
@@ -93,6 +111,13 @@ LOSS_FUNCTIONS = {
     "pcl_loss_and_grad-weights-block5": _pcl_grad(None, 5),
     "ntxent_loss-sum-block5": _ntxent_loss("sum", 5),
     "ntxent_loss_and_grad-mean-block5": _ntxent_grad("mean", 5),
+    # with the bank of extra candidates, and with the temperature derivative
+    "pcl_loss-none-extra": _pcl_loss("none", extra=True),
+    "pcl_loss_and_grad-weights-extra": _pcl_grad(None, extra=True),
+    "pcl_loss_and_grad-mean-extra-block5": _pcl_grad("mean", 5, extra=True),
+    "ntxent_loss-mean-extra": _ntxent_loss("mean", extra=True),
+    "ntxent_loss_and_grad-weights-extra-tau": _ntxent_grad(None, extra=True, temperature_grad=True),
+    "ntxent_loss_and_grad-sum-tau": _ntxent_grad("sum", temperature_grad=True),
 }
 
 ORDERS = (0.0, 0.5, 2.5, 7.0, 15.0, 63.0, 1023.0)
@@ -268,6 +293,8 @@ def _all_public_calls(x: dict):
     pr.ntxent_loss_and_grad(x["z1"], x["z2"], weights=x["weights"])
     pr.pcl_loss_and_grad(x["z1"], x["z2"], x["kappa1"], x["kappa2"], block_size=5)
     pr.ntxent_loss_and_grad(x["z1"], x["z2"], block_size=5)
+    pr.pcl_loss_and_grad(x["z1"], x["z2"], x["kappa1"], x["kappa2"], extra_z=x["extra_z"], extra_kappa=x["extra_kappa"])
+    pr.ntxent_loss_and_grad(x["z1"], x["z2"], extra_z=x["extra_z"], temperature_grad=True)
     for nu in (2.5, 63.0):  # a small order (series and recurrence) and a large one (Debye)
         special.log_iv(nu, x["kappa1"])
         special.bessel_ratio(nu, x["kappa1"])

@@ -286,6 +286,7 @@ _EQUATIONS_WITHOUT_SYMBOLS = {
     "eq-inner-product", "eq-distance", "eq-ntxent-posterior", "eq-ntxent-special", "eq-vmf-integral",
     "eq-bessel-integral", "eq-mixture-conditioned", "eq-loss-stable", "eq-compensated-logits",
     "eq-graph", "eq-dlogit-dkappa", "eq-grad-kappa", "eq-grad-mu", "eq-grad-z", "eq-logit-large-kappa",
+    "eq-extra-grad", "eq-grad-temperature",
 }
 
 

@@ -215,6 +215,34 @@ def test_fused_loss_and_gradient_equal_the_reference(fused, dtype, n, d, block_s
         assert rel(a, b) <= tol["grad"]
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("n,m,d,block_size", [(1, 3, 4, None), (6, 50, 64, 4), (5, 2, 1000, None)])
+def test_fused_loss_with_extra_candidates_equals_the_reference(fused, dtype, n, m, d, block_size):
+    """Extra candidates are columns after the batch's: the kernels see a wider block, whose
+    excluded entries (the anchor and its positive) lie in the batch's columns."""
+    rng = np.random.default_rng(n * m * d)
+    dt = DTYPES[dtype]
+    z1 = rng.normal(size=(n, d))
+    z2 = z1 + 0.5 * rng.normal(size=(n, d))
+    k1, k2 = rng.lognormal(2.0, 1.5, size=(2, n))
+    bank, lam = rng.normal(size=(m, d)), rng.lognormal(2.0, 1.5, size=m)
+    args = [a.astype(dt) for a in (z1, z2, k1, k2)]
+    extra = {"extra_z": bank.astype(dt), "extra_kappa": lam.astype(dt)}
+    with reference_steps():
+        want = pr.pcl_loss_and_grad(*args, block_size=block_size, **extra)
+        want_nt = pr.ntxent_loss_and_grad(args[0], args[1], temperature=0.1, block_size=block_size,
+                                          extra_z=extra["extra_z"], temperature_grad=True)
+    got = pr.pcl_loss_and_grad(*args, block_size=block_size, **extra)
+    assert {"logit_gaps", "shifted_exp"} <= set(fused.launched)
+    got_nt = pr.ntxent_loss_and_grad(args[0], args[1], temperature=0.1, block_size=block_size,
+                                     extra_z=extra["extra_z"], temperature_grad=True)
+    tol = TOL[dtype]
+    assert rel(got[0], want[0]) <= tol["loss"] and rel(got_nt[0], want_nt[0]) <= tol["loss"]
+    for a, b in [*zip(got[1], want[1]), *zip(got_nt[1], want_nt[1])]:
+        assert a.dtype == b.dtype
+        assert rel(a, b) <= tol["grad"]
+
+
 # ---------------------------------------------------------------------------------------
 # Selection
 # ---------------------------------------------------------------------------------------
