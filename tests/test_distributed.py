@@ -350,3 +350,102 @@ def _guards_worker(rank, world, init_file):
 
 def test_autograd_functions_keep_the_single_process_guards(tmp_path):
     _spawn(_guards_worker, 2, str(tmp_path / "init"))
+
+
+def _module_worker(rank, world, init_file, out_dir):
+    """The modules' ``gather_distributed=True`` under DDP: a linear encoder, uneven shares."""
+    _init(rank, world, init_file)
+    try:
+        from torch.nn.parallel import DistributedDataParallel
+
+        from probcon_ref.torch import NTXentLoss, PCLLoss
+
+        g = torch.Generator().manual_seed(0)
+        x1 = torch.randn(9, 6, generator=g, dtype=torch.float64)
+        x2 = x1 + 0.3 * torch.randn(9, 6, generator=g, dtype=torch.float64)
+        lo, hi = [(0, 4), (4, 9)][rank]
+        out = {}
+        for name, crit in (("pcl", PCLLoss(gather_distributed=True, kappa_is_log=True)),
+                           ("ntxent", NTXentLoss(temperature=0.3, gather_distributed=True))):
+            torch.manual_seed(1)
+            model = DistributedDataParallel(torch.nn.Linear(6, 5).double())
+            h1, h2 = model(x1[lo:hi]), model(x2[lo:hi])
+            loss = crit(h1[:, :4], h2[:, :4], h1[:, 4], h2[:, 4]) if name == "pcl" else crit(h1, h2)
+            loss.backward()
+            out[name] = {"loss": loss.detach(), "grads": [p.grad.clone() for p in model.module.parameters()]}
+        # errors in the module's names, on every rank
+        bad = -torch.ones(hi - lo, dtype=torch.float64) if rank == 1 else torch.ones(hi - lo, dtype=torch.float64)
+        try:
+            PCLLoss(gather_distributed=True)(x1[lo:hi], x2[lo:hi], torch.ones(hi - lo, dtype=torch.float64), bad)
+        except ValueError as exc:
+            out["error"] = str(exc)
+        torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_gather_distributed_modules_give_the_global_gradient_under_ddp(tmp_path):
+    """The loss of the concatenated batch on every rank, and after DDP's averaging the
+    parameters' gradient of that loss in one process, to 1e-12 (float64); a bad input on one
+    rank raises on both, in the module's argument names."""
+    from probcon_ref.torch import NTXentLoss, PCLLoss
+
+    _spawn(_module_worker, 2, str(tmp_path / "init"), str(tmp_path))
+    g = torch.Generator().manual_seed(0)
+    x1 = torch.randn(9, 6, generator=g, dtype=torch.float64)
+    x2 = x1 + 0.3 * torch.randn(9, 6, generator=g, dtype=torch.float64)
+    results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for name, crit in (("pcl", PCLLoss(kappa_is_log=True)), ("ntxent", NTXentLoss(temperature=0.3))):
+        torch.manual_seed(1)
+        model = torch.nn.Linear(6, 5).double()
+        h1, h2 = model(x1), model(x2)
+        loss = crit(h1[:, :4], h2[:, :4], h1[:, 4], h2[:, 4]) if name == "pcl" else crit(h1, h2)
+        loss.backward()
+        for res in results:
+            assert abs(float(res[name]["loss"] - loss)) <= 1e-12 * abs(float(loss))
+            for got, p in zip(res[name]["grads"], model.parameters()):
+                assert float((got - p.grad).abs().max()) <= 1e-12 * float(p.grad.abs().max())
+    for res in results:
+        assert res["error"].startswith("rank 1: kappa1 must be non-negative"), res["error"]
+
+
+def _confident_batch(n=6, d=8):
+    """Rank 1's pairs 2 and 3 are near copies of rank 0's pairs 0 and 1, with huge
+    concentrations: rank 0's own concentrations are ordinary, yet the logits of its anchors
+    against those copies are in the compensated product's regime."""
+    rng = np.random.default_rng(3)
+    z1 = rng.normal(size=(n, d))
+    z1[2:4] = z1[0:2] + 1e-3 * rng.normal(size=(2, d))
+    z2 = z1 + 1e-3 * rng.normal(size=(n, d))
+    k = np.concatenate([rng.uniform(1, 5, size=2), rng.uniform(2e4, 5e4, size=n - 2)])
+    return z1, z2, k, k.copy()
+
+
+def _confident_worker(rank, world, init_file, out_dir):
+    _init(rank, world, init_file)
+    try:
+        from probcon_ref.torch import distributed as pdist
+
+        z1, z2, k1, k2 = (torch.as_tensor(a) for a in _confident_batch())
+        lo, hi = [(0, 2), (2, 6)][rank]
+        loss, grads = pdist.pcl_loss_and_grad(*(t[lo:hi] for t in (z1, z2, k1, k2)), reduction="sum")
+        torch.save({"loss": loss, "grads": list(grads)}, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_the_logits_are_compensated_where_any_process_calls_for_it(tmp_path):
+    """Rank 0's own concentrations are ordinary, but its anchors meet rank 1's huge ones: the
+    loss is that of one process, which compensates, to 4e-15 (the plain product is off by
+    about 3e-14 here); the gradients to 1e-12 of their blocks (the ranks add the column sums
+    in another order)."""
+    _spawn(_confident_worker, 2, str(tmp_path / "init"), str(tmp_path))
+    z1, z2, k1, k2 = _confident_batch()
+    ref_loss, ref = pr.pcl_loss_and_grad(z1, z2, k1, k2, reduction="sum")
+    results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for res in results:
+        assert abs(float(res["loss"]) - float(ref_loss)) <= 4e-15 * abs(float(ref_loss))
+    for i, name in enumerate(ref._fields):
+        got = np.concatenate([res["grads"][i].numpy() for res in results])
+        want = getattr(ref, name)
+        assert np.max(np.abs(got - want)) <= 1e-12 * np.max(np.abs(want)), name

@@ -13,8 +13,10 @@ concatenated batch, every anchor against the candidates of every process:
 Pairs never straddle processes, so each anchor's positive is local. The returned loss is
 the global one (mean over all 2N anchors by default), identical on every process, and the
 gradient with respect to the local inputs is its exact gradient. ``DistributedDataParallel``
-averages parameter gradients over processes, so under DDP multiply the loss by the world
-size to train on the gradient of the global loss.
+averages parameter gradients over processes: the modules' switch
+``PCLLoss(gather_distributed=True)`` (and ``NTXentLoss``'s) returns the same global loss with
+its gradient multiplied by the world size, so that the average is the gradient of the global
+loss; with the functions here, multiply the loss by the world size yourself under DDP.
 
 Processes may hold different numbers of pairs. This module is PyTorch-specific glue; the
 mathematics is the array-API reference.
@@ -40,9 +42,10 @@ different d or dtype cannot crash the group, and ranks with different options ca
 return a silently wrong loss. A program that catches the exception on every rank can go on
 using the group.
 
-The differentiable :func:`pcl_loss` and :func:`ntxent_loss` go through the same autograd
-function as the single-process losses (:func:`probcon_ref.torch._autograd.analytic_loss`), with the
-global ``*_loss_and_grad`` as its vector-Jacobian product, so they have the same guards: the computation runs with autocast switched off, float16/bfloat16
+The differentiable :func:`pcl_loss` and :func:`ntxent_loss` go through the same custom
+operator as the single-process losses (:func:`probcon_ref.torch._autograd.analytic_loss`), with the
+global ``*_loss_and_grad`` as its vector-Jacobian product, so they have the same guards: the
+computation runs with autocast switched off, float16/bfloat16
 in float32 with the loss returned in the inputs' (promoted) dtype and each gradient, scaled
 by the incoming gradient before rounding, in its input's dtype; a non-finite incoming
 gradient propagates; ``create_graph=True`` is an error (differentiable once).
@@ -51,7 +54,7 @@ gradient propagates; ``create_graph=True`` is an error (differentiable once).
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import struct
 
 import torch
@@ -110,7 +113,8 @@ def _global_loss_and_grad(batch: _inputs.Batch, kappa_local, temperature, group,
                                   for part in conc_local))
 
     weights = batch.weights * (2 * n) / total if batch.reduction == "mean" else batch.weights
-    out = contrast_anchors(xp, mu, offset, mu_all, conc_all, weights, steps, with_grad=True, block_size=block_size)
+    out = contrast_anchors(xp, mu, offset, mu_all, conc_all, weights, steps, with_grad=True, block_size=block_size,
+                           compensated=batch.compensated)
 
     loss = torch.sum(weights * out.losses)
     dist.all_reduce(loss, group=group)
@@ -144,7 +148,7 @@ _ERROR_TYPES = (TypeError, ValueError, RuntimeError)  # codes 1, 2, 3 (3: any ot
 
 # int64 fields: error code (0 = valid), loss kind, N, d, reduction, temperature (the bits of
 # the float64), message length in bytes, then one dtype code per input; then the message.
-_ERROR, _KIND, _N, _D, _REDUCTION, _TEMPERATURE, _LENGTH, _DTYPE = range(8)
+_ERROR, _KIND, _N, _D, _REDUCTION, _TEMPERATURE, _LENGTH, _COMPENSATED, _DTYPE = range(9)
 _HEADER = _DTYPE + 4
 _MESSAGE_BYTES = 1024
 
@@ -187,6 +191,7 @@ def _record(kind: int, batch, error, device) -> torch.Tensor:
     else:
         head[_N], head[_D] = batch.n, batch.d
         head[_REDUCTION] = _code(batch.reduction, _inputs.REDUCTIONS)
+        head[_COMPENSATED] = int(batch.compensated)
         if batch.temperature is not None:
             head[_TEMPERATURE] = _float_bits(batch.temperature)
         for i, dt in enumerate(batch.grad_dtypes):
@@ -291,6 +296,10 @@ def _agreed(kind: int, group, z1, validate):
     problems = _disagreements(ranks, heads)
     if problems:
         raise ValueError(problems)
+    # The logits of every anchor meet every rank's candidates: they are compensated where the
+    # concentrations of any rank call for it, as they would be in one process.
+    if any(h[_COMPENSATED] for h in heads) and not batch.compensated:
+        result = (dataclasses.replace(batch, compensated=True), *result[1:])
     return result
 
 
