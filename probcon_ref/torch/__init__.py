@@ -1,11 +1,14 @@
 """PyTorch integration: the reference losses as differentiable functions and ``nn.Module`` s.
 
-:func:`pcl_loss` and :func:`ntxent_loss` go through one ``torch.autograd.Function``
-(:func:`probcon_ref.torch._autograd.analytic_loss`) whose backward is the vector-Jacobian product that
+:func:`pcl_loss` and :func:`ntxent_loss` are one PyTorch custom operator
+(:func:`probcon_ref.torch._autograd.analytic_loss`, registered with
+``torch.library.custom_op``) whose backward is the vector-Jacobian product that
 :func:`probcon_ref.pcl_loss_and_grad` computes by formula (the contract, section :ref:`4 <contract-gradient>`,
 :eq:`eq-residual` - :eq:`eq-grad-z`), not autograd through the forward pass: the
-reference's mathematics runs unchanged on the tensors, on their device. The distributed
-losses of :mod:`probcon_ref.torch.distributed` use the same function.
+reference's mathematics runs unchanged on the tensors, on their device. To
+``torch.compile`` the loss is one opaque node, so a compiled step has no graph break in it
+and compiles with ``fullgraph=True``. The distributed losses of
+:mod:`probcon_ref.torch.distributed` use the same operator.
 
 * The cotangent is the incoming gradient: for a reduced loss the gradient blocks computed
   in the forward pass are scaled by it; for ``reduction="none"`` it becomes the per-anchor
@@ -14,8 +17,9 @@ losses of :mod:`probcon_ref.torch.distributed` use the same function.
   (``create_graph=True``, for instance a gradient penalty through the loss) raises an error
   instead of returning a gradient that silently carries no graph.
 * Under ``torch.autocast``, and for float16/bfloat16 inputs generally, the computation runs
-  in float32 with autocast switched off inside; the loss is returned in the inputs'
-  (promoted) dtype and each gradient in its own input's dtype. The float32 gradient is
+  in float32 with autocast switched off inside. Under autocast the loss is returned in
+  float32, as PyTorch's own losses are; outside it, in the inputs' (promoted) dtype. Each
+  gradient comes back in its own input's dtype. The float32 gradient is
   scaled by the incoming gradient before it is rounded, so a gradient scaler for mixed
   precision keeps the small gradients it is there to keep.
 * A half-precision loss beyond its dtype's range is an ``OverflowError`` (checked only for
@@ -27,12 +31,16 @@ losses of :mod:`probcon_ref.torch.distributed` use the same function.
   non-finite entries are replaced by zero before they become the weights ``w_a`` (which
   :func:`probcon_ref.pcl_loss_and_grad` rightly refuses when a caller passes them), and
   every gradient is then made NaN.
-* Options are checked when a module is constructed, not at its first call:
-  ``reduction``, ``temperature`` and ``block_size`` (``None`` or a positive integer of any
-  integer type; ``bool`` is refused).
+* Options are checked when a module is constructed, not at its first call: every one of
+  them (``block_size`` is ``None`` or a positive integer of any integer type; ``bool`` is
+  refused).
 
 :class:`PCLLoss` and :class:`NTXentLoss` follow the calling convention of lightly and
-pytorch-metric-learning: ``loss = criterion(out0, out1, kappa0, kappa1)``.
+pytorch-metric-learning: ``loss = criterion(out0, out1, kappa0, kappa1)``, and their error
+messages name those arguments. They offer a memory bank (:class:`MemoryBank`: past views as
+extra candidates), ``gather_distributed=True`` (the exact loss over the processes, its
+gradient scaled for ``DistributedDataParallel``), a learnable temperature and log-kappa
+inputs.
 
 :mod:`probcon_ref.torch.distributed` computes the
 exact loss over all processes of a ``torch.distributed`` group.
@@ -68,6 +76,14 @@ from ._autograd import Kind, Options, _check_reduction, _check_tensors, analytic
 from ._bank import MemoryBank, check_bank_size
 
 __all__ = ["pcl_loss", "ntxent_loss", "PCLLoss", "NTXentLoss", "MemoryBank", "distributed"]
+
+
+def _block_size(block_size):
+    """``block_size`` checked by the reference's rule; a plain int or None passes straight
+    through, so that dynamo, tracing a compiled step, has no array-API helper to trace."""
+    if block_size is None or (type(block_size) is int and block_size > 0):
+        return block_size
+    return _loss.check_block_size(block_size)
 
 
 def _grad_wanted(*tensors) -> bool:
@@ -155,7 +171,7 @@ def _extra_candidates(extra_z, extra_kappa, names=("extra_z", "extra_kappa")) ->
 
 
 def pcl_loss(z1, z2, kappa1, kappa2, *, reduction: str = "mean", block_size: int | None = None,
-             kappa_is_log: bool = False, extra_z=None, extra_kappa=None, _names: str = ""):
+             kappa_is_log: bool = False, extra_z=None, extra_kappa=None, _extra_rows=None, _names: str = ""):
     """The probabilistic contrastive loss, differentiable with its analytic gradient.
 
     Same mathematics, arguments and input rules as :func:`probcon_ref.pcl_loss`
@@ -188,10 +204,10 @@ def pcl_loss(z1, z2, kappa1, kappa2, *, reduction: str = "mean", block_size: int
     extra = _extra_candidates(extra_z, extra_kappa)
     if extra and len(extra) != 2:
         raise ValueError("extra_kappa is required with extra_z for the PCL")
-    options = Options(None, _loss.check_block_size(block_size), "", bool(kappa_is_log))
+    options = Options(None, _block_size(block_size), "", bool(kappa_is_log))
     if kappa_is_log and _names:
         _names = ",".join([*names[:2], *(f"exp({n})" for n in names[2:])])
-    return analytic_loss("pcl", (z1, z2, kappa1, kappa2), extra, reduction=_check_reduction(reduction),
+    return analytic_loss("pcl", (z1, z2, kappa1, kappa2), extra, _extra_rows, reduction=_check_reduction(reduction),
                          options=options, names=_names, with_grad=_grad_wanted(z1, z2, kappa1, kappa2))
 
 
@@ -202,11 +218,13 @@ def _temperature(temperature):
             raise ValueError(f"a temperature tensor must be 0-d and floating, got shape {tuple(temperature.shape)} "
                              f"and dtype {temperature.dtype}")
         return temperature
+    if type(temperature) is float and 0 < temperature < math.inf:  # as below, without tracing helpers
+        return temperature
     return check_positive_scalar(temperature, "temperature")
 
 
 def ntxent_loss(z1, z2, *, temperature=0.5, reduction: str = "mean", block_size: int | None = None,
-                extra_z=None, _names: str = ""):
+                extra_z=None, _extra_rows=None, _names: str = ""):
     """NT-Xent with its analytic gradient (:eq:`eq-ntxent-logits`); see :func:`pcl_loss`.
 
     The deterministic special case of the PCL with every ``kappa = 1/temperature``.
@@ -220,8 +238,8 @@ def ntxent_loss(z1, z2, *, temperature=0.5, reduction: str = "mean", block_size:
     extra = _extra_candidates(extra_z, None)
     learnable = isinstance(temperature, torch.Tensor)
     inputs = (z1, z2, temperature) if learnable else (z1, z2)
-    options = Options(None if learnable else temperature, _loss.check_block_size(block_size), "", False)
-    return analytic_loss("ntxent", inputs, extra, reduction=_check_reduction(reduction), options=options,
+    options = Options(None if learnable else temperature, _block_size(block_size), "", False)
+    return analytic_loss("ntxent", inputs, extra, _extra_rows, reduction=_check_reduction(reduction), options=options,
                          names=_names, with_grad=_grad_wanted(*inputs))
 
 
@@ -241,6 +259,15 @@ def _check_distributed(gather_distributed, memory_bank_size: int) -> bool:
     if gather and memory_bank_size:
         raise ValueError("gather_distributed=True with a memory bank is not supported: choose one")
     return gather
+
+
+def _bank_candidates(bank):
+    """The queue of ``bank`` (``()`` without one, or before its first push) and the host tensor
+    that counts its filled rows."""
+    if bank is None:
+        return (), None
+    extra = bank.candidates()
+    return extra, (bank.state if extra else None)
 
 
 class PCLLoss(torch.nn.Module):
@@ -274,10 +301,11 @@ class PCLLoss(torch.nn.Module):
     def forward(self, out0, out1, kappa0, kappa1):
         if self.gather_distributed:
             return distributed._module_loss("pcl", (out0, out1, kappa0, kappa1), self)
-        extra = self.memory_bank.candidates() if self.memory_bank is not None else ()
+        extra, rows = _bank_candidates(self.memory_bank)
         loss = pcl_loss(out0, out1, kappa0, kappa1, reduction=self.reduction, block_size=self.block_size,
                         kappa_is_log=self.kappa_is_log, extra_z=extra[0] if extra else None,
-                        extra_kappa=extra[1] if extra else None, _names="out0,out1,kappa0,kappa1")
+                        extra_kappa=extra[1] if extra else None, _extra_rows=rows,
+                        _names="out0,out1,kappa0,kappa1")
         if self.memory_bank is not None and self.training:
             kappa = torch.cat([kappa0, kappa1]).detach()
             self.memory_bank.push(torch.cat([out0, out1]), torch.exp(kappa) if self.kappa_is_log else kappa)
@@ -323,9 +351,10 @@ class NTXentLoss(torch.nn.Module):
     def forward(self, out0, out1):
         if self.gather_distributed:
             return distributed._module_loss("ntxent", (out0, out1), self)
-        extra = self.memory_bank.candidates() if self.memory_bank is not None else ()
+        extra, rows = _bank_candidates(self.memory_bank)
         loss = ntxent_loss(out0, out1, temperature=self.current_temperature(), reduction=self.reduction,
-                           block_size=self.block_size, extra_z=extra[0] if extra else None, _names="out0,out1")
+                           block_size=self.block_size, extra_z=extra[0] if extra else None, _extra_rows=rows,
+                           _names="out0,out1")
         if self.memory_bank is not None and self.training:
             self.memory_bank.push(torch.cat([out0, out1]))
         return loss

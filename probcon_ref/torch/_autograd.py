@@ -145,18 +145,33 @@ def _finite_part(grad_output):
     return weights, poison
 
 
+def _filled(extra, extra_rows) -> list:
+    """The extra candidates in the working dtype; only their first ``extra_rows[0]`` rows when
+    that count (a host tensor: reading it needs no device synchronisation) is given, none
+    while it is 0. A candidate tensor without rows (a queue without concentrations) is left
+    out."""
+    extra = [_working(t) for t in extra if t.shape[0]]
+    if extra_rows is None:
+        return extra
+    rows = int(extra_rows[0])
+    return [t[:rows] for t in extra] if rows else []
+
+
 def _computes_grad(kind: Kind, reduction: str, with_grad: bool) -> bool:
     """Whether the forward computes the gradient blocks (returned as extra outputs)."""
     return kind.loss is None or (with_grad and reduction != "none")
 
 
-def _own_storage(grads, inputs) -> list:
-    """The gradient blocks, each in storage of its own: an operator's outputs may alias
-    neither its inputs nor each other (the reference returns the two views' blocks as views
-    of one array)."""
+def _as_declared(grads, inputs) -> list:
+    """The gradient blocks as the fake implementations declare them: each in its input's
+    working dtype (a 0-d temperature's gradient comes from the reference in the loss's
+    dtype), and each in storage of its own, since an operator's outputs may alias neither
+    its inputs nor each other (the reference returns the two views' blocks as views of one
+    array)."""
     taken = {t.untyped_storage().data_ptr() for t in inputs}
     out = []
-    for g in grads:
+    for g, t in zip(grads, inputs):
+        g = g.to(_working_dtype(t))
         where = g.untyped_storage().data_ptr()
         out.append(g.clone() if where in taken else g)
         taken.add(where)
@@ -164,12 +179,12 @@ def _own_storage(grads, inputs) -> list:
 
 
 @torch.library.custom_op("probcon_ref::analytic_loss", mutates_args=())
-def _loss_op(kind: str, inputs: list[torch.Tensor], extra: list[torch.Tensor], reduction: str,
-             temperature: Optional[float], block_size: Optional[int], group: str, log_kappa: bool,
+def _loss_op(kind: str, inputs: list[torch.Tensor], extra: list[torch.Tensor], extra_rows: Optional[torch.Tensor],
+             reduction: str, temperature: Optional[float], block_size: Optional[int], group: str, log_kappa: bool,
              names: str, with_grad: bool, out_dtype: torch.dtype) -> list[torch.Tensor]:
     """``[loss]``, or ``[loss, *gradient blocks]`` when the forward computes them."""
     k, options = _KINDS[kind], Options(temperature, block_size, group, log_kappa)
-    work, extra = [_working(t) for t in inputs], [_working(t) for t in extra]
+    work, extra = [_working(t) for t in inputs], _filled(extra, extra_rows)
     with _autocast_off(inputs[0].device), _named(names):
         if _computes_grad(k, reduction, with_grad):
             value, grads = k.loss_and_grad(work, extra, options, reduction=reduction)
@@ -181,12 +196,12 @@ def _loss_op(kind: str, inputs: list[torch.Tensor], extra: list[torch.Tensor], r
                             f"largest {out_dtype} ({torch.finfo(out_dtype).max:.5g})")
     if not (with_grad and reduction != "none"):
         return [out]
-    return [out, *_own_storage(grads, inputs)]
+    return [out, *_as_declared(grads, inputs)]
 
 
 @_loss_op.register_fake
-def _loss_shapes(kind, inputs, extra, reduction, temperature, block_size, group, log_kappa, names, with_grad,
-                 out_dtype):
+def _loss_shapes(kind, inputs, extra, extra_rows, reduction, temperature, block_size, group, log_kappa, names,
+                 with_grad, out_dtype):
     loss = inputs[0].new_empty((2 * inputs[0].shape[0],) if reduction == "none" else (), dtype=out_dtype)
     if not (with_grad and reduction != "none"):
         return [loss]
@@ -194,29 +209,34 @@ def _loss_shapes(kind, inputs, extra, reduction, temperature, block_size, group,
 
 
 @torch.library.custom_op("probcon_ref::analytic_vjp", mutates_args=())
-def _vjp_op(kind: str, inputs: list[torch.Tensor], extra: list[torch.Tensor], weights: torch.Tensor,
-            temperature: Optional[float], block_size: Optional[int], group: str, log_kappa: bool,
-            names: str) -> list[torch.Tensor]:
+def _vjp_op(kind: str, inputs: list[torch.Tensor], extra: list[torch.Tensor], extra_rows: Optional[torch.Tensor],
+            weights: torch.Tensor, temperature: Optional[float], block_size: Optional[int], group: str,
+            log_kappa: bool, names: str) -> list[torch.Tensor]:
     """``sum_a w_a d loss_a / d input`` for each input, ``w`` = ``weights`` (finite)."""
     k, options = _KINDS[kind], Options(temperature, block_size, group, log_kappa)
-    work, extra = [_working(t) for t in inputs], [_working(t) for t in extra]
+    work, extra = [_working(t) for t in inputs], _filled(extra, extra_rows)
     with _autocast_off(inputs[0].device), _named(names):
         _, grads = k.loss_and_grad(work, extra, options, weights=weights.to(work[0].dtype))
-    return _own_storage(grads, inputs)
+    return _as_declared(grads, inputs)
 
 
 @_vjp_op.register_fake
-def _vjp_shapes(kind, inputs, extra, weights, temperature, block_size, group, log_kappa, names):
+def _vjp_shapes(kind, inputs, extra, extra_rows, weights, temperature, block_size, group, log_kappa, names):
     return [t.new_empty(t.shape, dtype=_working_dtype(t)) for t in inputs]
 
 
 def _setup_context(ctx, inputs, output):
-    kind, tensors, extra, reduction, temperature, block_size, group, log_kappa, names, with_grad, _ = inputs
+    kind, tensors, extra, extra_rows, reduction, temperature, block_size, group, log_kappa, names, _, _ = inputs
     ctx.call = (kind, temperature, block_size, group, log_kappa, names)
     ctx.reduction, ctx.count, ctx.extra_count = reduction, len(tensors), len(extra)
     ctx.dtypes = tuple(t.dtype for t in tensors)
-    saved = output[1:] if reduction != "none" else (*tensors, *extra)
-    ctx.save_for_backward(*saved)
+    ctx.counted = extra_rows is not None
+    if reduction != "none":
+        ctx.save_for_backward(*output[1:])
+    elif ctx.counted:  # copies: a memory bank's push after the forward overwrites the queue
+        ctx.save_for_backward(*tensors, *(t.clone() for t in extra), extra_rows.clone())
+    else:
+        ctx.save_for_backward(*tensors, *extra)
 
 
 def _backward(ctx, grad_outputs):
@@ -230,23 +250,25 @@ def _backward(ctx, grad_outputs):
     saved = ctx.saved_tensors
     with _autocast_off(grad_output.device):
         if ctx.reduction == "none":
-            tensors, extra = list(saved[:ctx.count]), list(saved[ctx.count:])
+            tensors, extra = list(saved[:ctx.count]), list(saved[ctx.count:ctx.count + ctx.extra_count])
+            rows = saved[-1] if ctx.counted else None
             weights, poison = _finite_part(grad_output.to(_working_dtype(tensors[0])))
             kind, temperature, block_size, group, log_kappa, names = ctx.call
-            grads = _vjp_op(kind, tensors, extra, weights, temperature, block_size, group, log_kappa, names)
+            grads = _vjp_op(kind, tensors, extra, rows, weights, temperature, block_size, group, log_kappa, names)
             grads = [(g + poison).to(dt) for g, dt in zip(grads, ctx.dtypes)]
         else:
             grads = [(g * grad_output.to(g.dtype)).to(dt) for g, dt in zip(saved, ctx.dtypes)]
-    return None, grads, [None] * ctx.extra_count, None, None, None, None, None, None, None, None
+    return None, grads, [None] * ctx.extra_count, None, None, None, None, None, None, None, None, None
 
 
 torch.library.register_autograd("probcon_ref::analytic_loss", _backward, setup_context=_setup_context)
 
 
-def analytic_loss(kind: str, inputs, extra=(), *, reduction: str, options: Options, names: str = "",
-                  with_grad: bool):
-    """The loss of ``kind`` on ``inputs`` (and the constant ``extra`` candidates), differentiable
-    once through its analytic gradient; ``with_grad``: whether autograd will ask for it."""
-    out = _loss_op(kind, list(inputs), list(extra), reduction, options.temperature, options.block_size,
+def analytic_loss(kind: str, inputs, extra=(), extra_rows=None, *, reduction: str, options: Options,
+                  names: str = "", with_grad: bool):
+    """The loss of ``kind`` on ``inputs`` (and the constant ``extra`` candidates, their first
+    ``extra_rows[0]`` rows when that host tensor is given), differentiable once through its
+    analytic gradient; ``with_grad``: whether autograd will ask for it."""
+    out = _loss_op(kind, list(inputs), list(extra), extra_rows, reduction, options.temperature, options.block_size,
                    options.group, options.log_kappa, names, with_grad, loss_dtype(*inputs))
     return out[0]
