@@ -35,7 +35,7 @@ EQ_ROLE = re.compile(r":eq:`([^`<>]+)`")
 #: (``REFERENCE_MODULES``) and not skipped is appended to the last group.
 API_GROUPS = {
     "torch": {
-        "probcon_ref.torch": "The PyTorch integration: autograd functions and modules.",
+        "probcon_ref.torch": "The PyTorch integration: custom operators, modules and the memory bank.",
         "probcon_ref.torch.distributed": "The exact loss over the processes of a `torch.distributed` group.",
     },
     "jax": {
@@ -52,6 +52,7 @@ API_GROUPS = {
         "probcon_ref.tools.bench": "The `probcon-ref bench` command.",
         "probcon_ref.tools.bench_device": "The benchmark's GPU section.",
         "probcon_ref.tools.bench_jax": "The benchmark's JAX section.",
+        "probcon_ref.tools.bench_training": "The benchmark's training section (PyTorch steps and the memory bank).",
         "probcon_ref.tools.baselines": "What the benchmark compares with.",
         "probcon_ref.experiment": "The `probcon-ref experiment` command.",
     },

@@ -4,8 +4,8 @@
 
 Each rank holds its share of every batch (its own pairs, both views of each); the loss is
 that of the whole batch, every anchor against the views of every rank, identical on all
-ranks (``probcon_ref.torch.distributed``). The model, views and optimiser are those of
-``train_pytorch.py``, next to this file.
+ranks (``PCLLoss(gather_distributed=True)``, through ``probcon_ref.torch.distributed``). The
+model, views and optimiser are those of ``train_pytorch.py``, next to this file.
 """
 
 from __future__ import annotations
@@ -17,8 +17,11 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from probcon_ref.torch import distributed as pcl_dist
+from probcon_ref.torch import PCLLoss
 from train_pytorch import Config, Model, augment, load_digits, make_optimizer
+
+
+CRITERION = PCLLoss(gather_distributed=True)
 
 
 def global_loss_step(model, opt, v1, v2, frozen: bool = False):
@@ -26,16 +29,17 @@ def global_loss_step(model, opt, v1, v2, frozen: bool = False):
     this rank's ``kappa``.
 
     The loss is the PCL of the batch of all ranks. DistributedDataParallel averages the
-    parameter gradients over the ranks, so the loss is multiplied by the world size: each
-    parameter then receives the gradient of the global loss.
+    parameter gradients over the ranks; ``gather_distributed=True`` makes the loss's gradient
+    that of the global loss times the world size, so each parameter receives the gradient of
+    the global loss after the averaging.
     """
     n = v1.shape[0]
     z, kappa = model(torch.cat([v1, v2]))
     if frozen:  # warm-up: every kappa stays 1/temperature
         kappa = kappa.detach()
-    loss = pcl_dist.pcl_loss(z[:n], z[n:], kappa[:n], kappa[n:])
+    loss = CRITERION(z[:n], z[n:], kappa[:n], kappa[n:])
     opt.zero_grad(set_to_none=True)
-    (dist.get_world_size() * loss).backward()
+    loss.backward()
     opt.step()
     return loss.detach(), kappa.detach()
 

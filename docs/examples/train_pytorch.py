@@ -2,7 +2,8 @@
 
     python docs/examples/train_pytorch.py                # the run shown in the documentation
     python docs/examples/train_pytorch.py --bf16         # the same under torch.autocast (bfloat16)
-    python docs/examples/train_pytorch.py --compile      # the model compiled, the loss outside
+    python docs/examples/train_pytorch.py --compile      # the step's forward and loss compiled, one graph
+    python docs/examples/train_pytorch.py --memory-bank 1024   # 1024 past views as extra negatives
 
 Two augmented views of every image go through one encoder; a projection head gives the
 embeddings ``z`` of the loss and a confidence head one ``kappa`` per view. Every ``kappa``
@@ -38,7 +39,8 @@ class Config:
     noise_max: float = 0.6  # a view's noise has a standard deviation up to this (pixels in [0, 1])
     seed: int = 0
     bf16: bool = False  # torch.autocast on CPU with bfloat16
-    compile: bool = False  # torch.compile the model (the loss stays eager)
+    compile: bool = False  # torch.compile the forward pass and the loss, fullgraph=True
+    memory_bank: int = 0  # past views kept as extra negatives (0: none)
 
 
 # ---------------------------------------------------------------------------------------
@@ -145,16 +147,24 @@ def positive_cosine(z1, z2):
 # ---------------------------------------------------------------------------------------
 
 
-def train_step(model, criterion, opt, xb, cfg: Config, gen, frozen: bool):
+def views_loss(model, criterion, v1, v2, bf16: bool, frozen: bool):
+    """The loss of two batches of views, with the embeddings and confidences it was computed
+    from: what ``--compile`` compiles, as one graph (``fullgraph=True``)."""
+    n = v1.shape[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # the forward pass and the loss
+        z, kappa = model(torch.cat([v1, v2]))
+        if frozen:  # warm-up: no gradient reaches the head, every kappa stays 1/temperature
+            kappa = kappa.detach()
+        loss = criterion(z[:n], z[n:], kappa[:n], kappa[n:])
+    return loss, z, kappa
+
+
+def train_step(loss_fn, opt, xb, cfg: Config, gen, frozen: bool):
     """One step on a batch of images; returns (loss, kappa of the 2N views, their positive cosines)."""
     n = xb.shape[0]
     v1, _ = augment(xb, cfg.noise_max, gen)
     v2, _ = augment(xb, cfg.noise_max, gen)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-        z, kappa = model(torch.cat([v1, v2]))
-    if frozen:  # warm-up: no gradient reaches the head, every kappa stays 1/temperature
-        kappa = kappa.detach()
-    loss = criterion(z[:n], z[n:], kappa[:n], kappa[n:])
+    loss, z, kappa = loss_fn(v1, v2, frozen)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -167,8 +177,13 @@ def train(cfg: Config, log=print):
     x_train, x_test = load_digits(cfg.seed)
     model = Model(cfg.proj_dim, kappa_init=1.0 / cfg.temperature)
     opt = make_optimizer(model, cfg.lr, cfg.conf_lr_mult)
-    criterion = PCLLoss()
-    forward = torch.compile(model) if cfg.compile else model  # the loss is called outside the compiled code
+    criterion = PCLLoss(memory_bank_size=cfg.memory_bank)
+
+    def loss_fn(v1, v2, frozen):
+        return views_loss(model, criterion, v1, v2, cfg.bf16, frozen)
+
+    if cfg.compile:
+        loss_fn = torch.compile(loss_fn, fullgraph=True)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     steps = len(x_train) // cfg.batch_size
     records = []
@@ -179,7 +194,7 @@ def train(cfg: Config, log=print):
         losses, kappas, cosines = [], [], []
         for s in range(steps):
             xb = x_train[perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]]
-            loss, kappa, cos = train_step(forward, criterion, opt, xb, cfg, gen, frozen)
+            loss, kappa, cos = train_step(loss_fn, opt, xb, cfg, gen, frozen)
             losses.append(float(loss))
             kappas.append(kappa.float())
             cosines.append(cos)
@@ -221,11 +236,14 @@ def main(argv=None, log=print_record) -> dict:
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     parser.add_argument("--conf-lr-mult", type=float, default=defaults.conf_lr_mult)
     parser.add_argument("--bf16", action="store_true", help="torch.autocast on CPU with bfloat16")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model (the loss stays eager)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the forward pass and the loss")
+    parser.add_argument("--memory-bank", type=int, default=defaults.memory_bank,
+                        help="past views kept as extra negatives (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads (default: %(default)s)")
     args = parser.parse_args(argv)
     cfg = Config(epochs=args.epochs, warmup_epochs=args.warmup_epochs, seed=args.seed,
-                 conf_lr_mult=args.conf_lr_mult, bf16=args.bf16, compile=args.compile)
+                 conf_lr_mult=args.conf_lr_mult, bf16=args.bf16, compile=args.compile,
+                 memory_bank=args.memory_bank)
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
