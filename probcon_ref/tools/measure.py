@@ -4,9 +4,11 @@ A case is a zero-argument callable made by :func:`make_case` from a name in :dat
 (the reference on NumPy or PyTorch, the PyTorch integration, and the autograd baselines of
 :mod:`probcon_ref.tools.baselines`), with its inputs built once, outside it.
 :func:`interleaved_medians` times several cases in turn; :func:`peak_extra_memory` runs one
-in a child process and reads the resident-size peak. ``probcon-ref bench``
-(:mod:`probcon_ref.tools.bench`) and its GPU section (:mod:`probcon_ref.tools.bench_device`)
-arrange these into their tables.
+in a child process and reads the resident-size peak (:func:`child_measurement` runs any
+probe function so, and :func:`extra_peak_of_call` is the reading itself). ``probcon-ref bench``
+(:mod:`probcon_ref.tools.bench`) and its GPU and training sections
+(:mod:`probcon_ref.tools.bench_device`, :mod:`probcon_ref.tools.bench_training`) arrange these
+into their tables.
 """
 
 from __future__ import annotations
@@ -66,32 +68,45 @@ def _reset_peak_rss() -> None:
 
 def peak_extra_memory(case: str, n2: int, d: int, dtype: str, block_size: int | None = None) -> float | None:
     """Peak resident memory (bytes) a case adds beyond its inputs, measured in a child process."""
+    return child_measurement("probcon_ref.tools.measure", "_memory_probe", case, n2, d, dtype, block_size,
+                             what=f"memory probe {case}")
+
+
+def child_measurement(module: str, function: str, *args, what: str = "memory probe") -> float | None:
+    """``module.function(*args)`` run in a fresh child process: the number it returns.
+
+    ``None`` where the system has no ``/proc/self/status`` (the probes read it). The
+    arguments must be literals (their ``repr`` is the child's source).
+    """
     if not os.path.exists("/proc/self/status"):
         return None
-    code = (
-        "import sys, json; from probcon_ref.tools import measure; "
-        f"print(json.dumps(measure._memory_probe({case!r}, {n2}, {d}, {dtype!r}, {block_size!r})))"
-    )
+    call = f"{function}({', '.join(repr(a) for a in args)})"
+    code = f"import json; from {module} import {function}; print(json.dumps({call}))"
     # A fixed mmap threshold makes glibc return every large block to the system when it is
     # freed, so the resident-size peak counts live arrays rather than allocator fragmentation.
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800, env=env)
     if out.returncode != 0:
-        raise RuntimeError(f"memory probe {case} failed:\n{out.stderr[-2000:]}")
+        raise RuntimeError(f"{what} failed:\n{out.stderr[-2000:]}")
     return float(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def _memory_probe(case: str, n2: int, d: int, dtype: str, block_size) -> float:
-    # Warm up on a tiny batch (imports, thread pools), so that the lifetime peak of this
-    # process is set by the one measured call below and not by the first-call overheads.
-    make_case(case, 8, d, dtype, block_size)()
-    fn = make_case(case, n2, d, dtype, block_size)
+def extra_peak_of_call(fn) -> float:
+    """Bytes of resident memory one call of ``fn`` adds at its peak, beyond what is resident
+    before it (run in a child process, after any warm-up: the peak only grows)."""
     _reset_peak_rss()
     base = _status_kib("VmRSS")
     fn()
     # VmHWM belongs to this process image (unlike ru_maxrss, which keeps the peak of the
     # parent that forked it across exec).
     return max(0.0, float(_status_kib("VmHWM") - base) * 1024)
+
+
+def _memory_probe(case: str, n2: int, d: int, dtype: str, block_size) -> float:
+    # Warm up on a tiny batch (imports, thread pools), so that the lifetime peak of this
+    # process is set by the one measured call below and not by the first-call overheads.
+    make_case(case, 8, d, dtype, block_size)()
+    return extra_peak_of_call(make_case(case, n2, d, dtype, block_size))
 
 
 # ---------------------------------------------------------------------------------------
