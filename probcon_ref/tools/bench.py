@@ -18,7 +18,11 @@ warm-up, and printed as ratios side by side:
 6. the JAX integration, jit-compiled value and gradient, against optax's NT-Xent and an
    autodiff NT-Xent in ``jax.numpy``; the special functions jit-compiled against the same
    code eager; and the time each jit compilation takes (needs JAX; the optax rows need
-   optax; ``probcon_ref.tools.bench_jax``).
+   optax; ``probcon_ref.tools.bench_jax``);
+7. PyTorch training steps (an encoder and the loss, forward and backward), eager and under
+   ``torch.compile(fullgraph=True)``, with ``PCLLoss`` against autograd NT-Xent, with their
+   compile times and graph breaks; and the loss modules with a full memory bank against
+   autograd NT-Xent with the same queue (needs PyTorch; ``probcon_ref.tools.bench_training``).
 
 NumPy alone runs sections 1 and 4. The rows that compare with PyTorch, SciPy, JAX or optax
 are left out, each with its reason printed and kept in the report's ``skipped`` list, when
@@ -265,6 +269,10 @@ def to_markdown(report: dict) -> str:
 
         lines += ["", f"JAX {m.get('jax', '?')}: time to trace and compile each jit-compiled function.", "",
                   bench_jax.to_markdown(report["jax"]).rstrip("\n")]
+    if report.get("training"):
+        from . import bench_training
+
+        lines += ["", bench_training.to_markdown(report["training"]).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
@@ -281,6 +289,12 @@ def add_arguments(parser) -> None:
                         help="2N,d of the GPU section (run when a CUDA device answers)")
     parser.add_argument("--jax-batch", default="2048,128", help="2N,d of the JAX section (run when JAX is installed)")
     parser.add_argument("--no-jax", action="store_true", help="skip the JAX section")
+    parser.add_argument("--training-batch", default="1024,128", help="2N,d of the training steps (section 7)")
+    parser.add_argument("--bank-batch", default="512,128", help="2N,d of the memory-bank rows (section 7)")
+    parser.add_argument("--bank-sizes", default="4096,16384,65536",
+                        help="comma-separated memory-bank sizes M (section 7; empty to skip those rows)")
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend of section 7")
+    parser.add_argument("--no-training", action="store_true", help="skip the training section (7)")
     parser.add_argument("--json", metavar="FILE", help="write the full report as JSON")
     parser.add_argument("--markdown", metavar="FILE", help="write the tables as Markdown")
 
@@ -303,6 +317,29 @@ def _jax_section(args, report: dict, skip, special_size: int) -> list[Ratio]:
         _progress(r)
     bench_jax.print_section(result)
     report["jax"] = {"compile_s": result["compile_s"]}
+    return rows
+
+
+def _training_section(args, report: dict, skip) -> list[Ratio]:
+    """Section 7, when PyTorch is installed and it is not turned off: its rows; the rest goes into ``report``."""
+    from . import bench_training
+
+    print("7. PyTorch training steps, eager and compiled; the loss with a memory bank against autograd with a queue")
+    reason = "turned off (--no-training)" if args.no_training else bench_training.unavailable()
+    if reason:
+        skip(f"section 7, {reason}")
+        return []
+    if args.quick:
+        steps, bank, sizes = (64, 16), (64, 16), [256]
+    else:
+        steps, bank, sizes = _ints(args.training_batch), _ints(args.bank_batch), _ints(args.bank_sizes)
+    result = bench_training.training_section(steps, bank, sizes, args.repeats, memory=not args.no_memory,
+                                             backend=args.compile_backend)
+    rows = [Ratio(**r) for r in result.pop("rows")]
+    for r in rows:
+        _progress(r)
+    bench_training.print_section(result)
+    report["training"] = result
     return rows
 
 
@@ -360,6 +397,7 @@ def run(args) -> int:
         bench_device.print_section(device)
         report["device"] = device
     ratios += _jax_section(args, report, skip, special_size)
+    ratios += _training_section(args, report, skip)
     report["ratios"] = [dict(asdict(r), ratio=r.ratio) for r in ratios]
     if args.json:
         with open(args.json, "w") as f:
