@@ -525,7 +525,7 @@ def test_docs_pages_list_every_case_option_and_signature():
         pytest.skip("docs/validating.md is not present")
     text = page.read_text()
     for option in ("--framework", "--reduction", "--kappa", "--temperature", "--gradients", "--dtype", "--case",
-                   "--json", "pair-mean"):
+                   "--json", "pair-mean", "--extra-candidates"):
         assert option in text, option
     sys.path.insert(0, str(ROOT / "docs" / "_ext"))
     import generated_peers

@@ -44,8 +44,11 @@ def jax_candidate(fn: Callable, *, loss: str = "pcl", gradients: str = "auto") -
     """``fn``, a JAX loss, as a callable for ``validate``: NumPy arrays in, NumPy arrays out.
 
     No equation: plumbing. The wrapper is called as ``fn`` is: ``(z1, z2, kappa1, kappa2)``
-    for ``loss="pcl"``, ``(z1, z2, temperature)`` or ``(z1, z2)`` for ``"ntxent"``; the first
-    four (or two) arguments are differentiated. It returns ``loss`` or ``(loss, grads)``, the
+    for ``loss="pcl"``, ``(z1, z2, temperature)`` or ``(z1, z2)`` for ``"ntxent"``, then the
+    extra candidates if ``validate`` passes them; the first four (or two) arguments are
+    differentiated. The others are constants: a NumPy array among them (``extra_z``,
+    ``extra_kappa``) is handed to ``fn`` as a JAX array of its dtype and never differentiated.
+    It returns ``loss`` or ``(loss, grads)``, the
     gradients of ``sum(loss)`` in the order of the arguments (what PyTorch's autograd gives
     ``validate`` for a per-anchor loss too). After each call its attribute
     ``gradient_source`` says where the gradients came from: ``"returned"`` (by ``fn``),
@@ -60,6 +63,7 @@ def jax_candidate(fn: Callable, *, loss: str = "pcl", gradients: str = "auto") -
         wide = any(np.asarray(a).dtype == np.float64 for a in arrays)
         with jax.enable_x64(True) if wide else contextlib.nullcontext():
             inputs = [jnp.asarray(a) for a in arrays]
+            rest = [jnp.asarray(a) if isinstance(a, np.ndarray) else a for a in rest]
             out = fn(*inputs, *rest)
             if _returns_gradients(out) and gradients in ("auto", "returned"):
                 candidate.gradient_source = "returned"

@@ -16,7 +16,10 @@ The callable is called as
 * NT-Xent: ``fn(z1, z2, temperature)``, or ``fn(z1, z2)`` when a fixed ``temperature`` is given,
 
 with arrays of the chosen framework, and returns the loss, or ``(loss, grads)`` where
-``grads`` is a sequence ``(z1, z2[, kappa1, kappa2])`` or a mapping with those keys.
+``grads`` is a sequence ``(z1, z2[, kappa1, kappa2])`` or a mapping with those keys. With
+``extra_candidates=True`` every case also has a bank of extra candidates (the contract,
+section :ref:`3 <contract-loss>`), passed after those arguments as ``extra_z`` and, for the
+PCL, ``extra_kappa``; the gradients are still the batch's only.
 
 Error measure: for each quantity, ``max |got - ref| / max(max |ref|, scale)``, where the scale
 is the rounding level of that quantity: for the loss, the size of the logits' ingredients

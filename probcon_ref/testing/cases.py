@@ -5,6 +5,14 @@ gives the same battery on one machine (another CPU may round the draws different
 last bit; the comparison is always on the inputs the callable received). Its ``tags`` are
 keys of :data:`probcon_ref.testing.regimes.REGIMES`. New cases go at the end of their list,
 so that the cases before them keep their draws.
+
+With ``extra_candidates=True`` every case also holds a bank of extra candidates (the contract,
+section :ref:`3 <contract-loss>`): ``M = EXTRA_PER_ANCHOR x 2N`` of them, drawn by
+``extra_candidates`` from a generator of their own (seeded with ``[seed, index, 1]``), so
+the batch itself is the same as without them. Their directions are Gaussian; their raw norms
+and, for the PCL, their concentrations are the batch's own, each used ``EXTRA_PER_ANCHOR``
+times in a random order, so that a case's regime (tiny, huge or mixed norms; kappa = 0, tiny
+or huge) holds for its extra candidates too.
 """
 
 from __future__ import annotations
@@ -15,10 +23,13 @@ from functools import lru_cache
 
 import numpy as np
 
-from .convention import DTYPES, LOSSES, check_temperature, choice
+from .convention import DTYPES, LOSSES, check_flag, check_temperature, choice
 from .regimes import keys
 
-__all__ = ["Case", "battery", "pair"]
+__all__ = ["Case", "battery", "pair", "extra_candidates", "EXTRA_PER_ANCHOR"]
+
+#: Extra candidates per anchor: a case of N pairs gets M = EXTRA_PER_ANCHOR x 2N of them.
+EXTRA_PER_ANCHOR = 2
 
 
 @dataclass(frozen=True)
@@ -28,7 +39,7 @@ class Case:
     name: str
     description: str
     tags: frozenset
-    inputs: dict  # z1, z2 and kappa1, kappa2 (PCL) as float64 arrays
+    inputs: dict  # z1, z2, kappa1, kappa2 (PCL) and any extra_z, extra_kappa (PCL), float64 arrays
     temperature: float | None = None  # NT-Xent
     dtypes: tuple = DTYPES  # the dtypes the case runs in
 
@@ -43,6 +54,12 @@ class Case:
     @property
     def d(self) -> int:
         return int(self.inputs["z1"].shape[1])
+
+    @property
+    def m(self) -> int:
+        """The number of extra candidates (0 without them)."""
+        extra = self.inputs.get("extra_z")
+        return 0 if extra is None else int(extra.shape[0])
 
 
 # ---------------------------------------------------------------------------------------
@@ -192,6 +209,51 @@ _NTXENT = (
 )
 
 
+_ONE_PAIR = "N = 1: the extra candidates are the only negatives (the loss is not 0)"
+#: What extra candidates change in a case: (loss, name) -> (its description then, regimes it
+#: no longer exercises, regimes it exercises then). At temperature 0.05 the extra candidates'
+#: random directions raise the identical views' losses to 1e-6 and above (8e-7 at the least
+#: over the seeds 0 to 5); the close views at temperature 0.02 keep losses from 1e-15 to 1e-9.
+#: The NT-Xent entries hold at the case's own temperature only (a fixed one leaves the case as
+#: it is without them).
+_WITH_EXTRA = {
+    ("pcl", "n1"): (_ONE_PAIR, (), ()),
+    ("ntxent", "n1"): (_ONE_PAIR, (), ()),
+    ("ntxent", "identical"): ("identical views, temperature 0.05: losses near 1e-6 and above", ("tiny-loss",), ()),
+    ("ntxent", "small-tau"): ("temperature 0.02, close views: tiny losses", (), ("tiny-loss",)),
+}
+
+
+def extra_candidates(inputs: dict, rng, per_anchor: int = EXTRA_PER_ANCHOR) -> dict:
+    """``extra_z`` (M, d) and, when ``inputs`` has concentrations, ``extra_kappa`` (M,) for a
+    batch, ``M = per_anchor x 2N`` (the contract, section :ref:`3 <contract-loss>`): Gaussian
+    directions whose raw norms are the batch's rows' norms, and concentrations that are the
+    batch's, each value used ``per_anchor`` times in an order drawn from ``rng``."""
+    z = np.concatenate([inputs["z1"], inputs["z2"]])
+    m, d = per_anchor * z.shape[0], z.shape[1]
+    g = rng.standard_normal((m, d))
+    scale = np.max(np.abs(z), axis=1, keepdims=True)  # a row's norm without over- or underflow
+    norms = scale[:, 0] * np.sqrt(np.sum((z / scale) ** 2, axis=1))
+    out = {"extra_z": g / np.sqrt(np.sum(g * g, axis=1, keepdims=True))
+           * rng.permutation(np.tile(norms, per_anchor))[:, None]}
+    if "kappa1" in inputs:
+        k = np.concatenate([inputs["kappa1"], inputs["kappa2"]])
+        out["extra_kappa"] = rng.permutation(np.tile(k, per_anchor))
+    return out
+
+
+def _with_extra(case: Case, loss: str, rng, fixed_temperature: bool) -> Case:
+    """``case`` with extra candidates, tagged so, its description and regimes corrected where
+    they change them."""
+    change = _WITH_EXTRA.get((loss, case.name))
+    if change is None or fixed_temperature and case.name != "n1":
+        change = (case.description, (), ())
+    desc, lost, gained = change
+    tags = (case.tags - set(keys(*lost))) | set(keys("extra-candidates", *gained))
+    return Case(case.name, desc, tags, {**case.inputs, **extra_candidates(case.inputs, rng)}, case.temperature,
+                case.dtypes)
+
+
 def _without_temperature(desc: str) -> str:
     """A description's clauses but those that name its own temperature (a fixed one replaces it)."""
     kept = [part for part in desc.split(", ") if not part.startswith("temperature")]
@@ -206,7 +268,7 @@ def _frozen(case: Case) -> Case:
 
 
 @lru_cache(maxsize=8)
-def _battery(loss: str, temperature: float | None, seed: int) -> tuple[Case, ...]:
+def _battery(loss: str, temperature: float | None, seed: int, extra: bool) -> tuple[Case, ...]:
     """The cases of ``loss`` for a seed (and a fixed NT-Xent temperature), built once."""
     cases = []
     if loss == "pcl":
@@ -222,17 +284,24 @@ def _battery(loss: str, temperature: float | None, seed: int) -> tuple[Case, ...
                 desc = _without_temperature(desc)
             cases.append(Case(name, desc, frozenset(keys(*tags)), {"z1": z1, "z2": z2}, tau,
                               *(tuple(d) for d in dtypes)))
+    if extra:  # a generator of their own: the batches are those drawn above
+        offset = 0 if loss == "pcl" else 100
+        cases = [_with_extra(c, loss, np.random.default_rng([seed, offset + i, 1]), temperature is not None)
+                 for i, c in enumerate(cases)]
     return tuple(_frozen(c) for c in cases)
 
 
-def battery(loss: str = "pcl", *, temperature: float | None = None, seed: int = 0) -> list[Case]:
+def battery(loss: str = "pcl", *, temperature: float | None = None, seed: int = 0,
+            extra_candidates: bool = False) -> list[Case]:
     """The validation cases for ``loss`` ("pcl" or "ntxent"), covering the regimes the contract, section :ref:`6 <contract-accuracy>`
-    names; deterministic for a seed."""
+    names; deterministic for a seed. With ``extra_candidates`` each case also holds extra
+    candidates (drawn by ``extra_candidates`` of this module), its batch unchanged."""
     choice(loss, LOSSES, "loss")
+    check_flag(extra_candidates, "extra_candidates")
     if temperature is not None:
         check_temperature(temperature)
         if loss != "ntxent":
             raise ValueError("temperature applies to loss='ntxent' only")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    return list(_battery(loss, None if temperature is None else float(temperature), seed))
+    return list(_battery(loss, None if temperature is None else float(temperature), seed, extra_candidates))

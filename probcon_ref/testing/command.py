@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from .cases import EXTRA_PER_ANCHOR
 from .convention import DTYPES, FRAMEWORKS, GRADIENTS, KAPPA_MODES, LOSSES, REDUCTIONS
 from .validation import validate
 
@@ -105,6 +106,10 @@ def add_arguments(parser) -> None:
                         help="float64 and/or float32 (repeatable; default both)")
     parser.add_argument("--case", action="append", dest="cases", metavar="NAME", help="run only this case (repeatable)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the battery (default 0)")
+    parser.add_argument("--extra-candidates", action="store_true",
+                        help=f"also pass each case's extra candidates (a bank of {2 * EXTRA_PER_ANCHOR}N) after the "
+                             "batch's arguments: fn(z1, z2, kappa1, kappa2, extra_z, extra_kappa), or extra_z "
+                             "for ntxent")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -119,7 +124,8 @@ def run(args) -> int:
         report = validate(fn, loss=args.loss, framework=args.framework, device=args.device,
                           reduction=args.reduction, kappa=args.kappa, temperature=args.temperature,
                           gradients=args.gradients, dtypes=tuple(args.dtypes or DTYPES),
-                          cases=args.cases, seed=args.seed, target=args.target)
+                          cases=args.cases, seed=args.seed, target=args.target,
+                          extra_candidates=args.extra_candidates)
     except (ValueError, TypeError, ImportError) as exc:
         print(f"probcon-ref validate: {exc}", file=sys.stderr)
         return 2

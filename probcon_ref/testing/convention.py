@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from .tolerances import DTYPES
 
 __all__ = ["Convention", "LOSSES", "FRAMEWORKS", "REDUCTIONS", "KAPPA_MODES", "GRADIENTS", "DTYPES",
-           "choice", "check_temperature", "grad_keys"]
+           "choice", "check_temperature", "check_flag", "grad_keys", "extra_keys"]
 
 LOSSES = ("pcl", "ntxent")
 FRAMEWORKS = ("numpy", "torch", "cupy", "jax")
@@ -29,6 +29,12 @@ def choice(value, allowed, name):
     if value not in allowed:
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
     return value
+
+
+def check_flag(value, name: str) -> None:
+    """A ``TypeError`` naming the option ``name`` unless ``value`` is a bool."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
 def check_temperature(t) -> None:
@@ -48,6 +54,7 @@ class Convention:
     kappa: str = "kappa"
     temperature: float | None = None
     gradients: str = "auto"
+    extra_candidates: bool = False  # fn also takes extra_z (and extra_kappa for the PCL)
 
     def __post_init__(self):
         """Check every option (a ``ValueError`` naming it)."""
@@ -57,6 +64,7 @@ class Convention:
         choice(self.kappa, KAPPA_MODES, "kappa")
         choice(self.gradients, GRADIENTS, "gradients")
         check_temperature(self.temperature)
+        check_flag(self.extra_candidates, "extra_candidates")
         if self.temperature is not None and self.loss != "ntxent":
             raise ValueError("temperature applies to loss='ntxent' only")
         if self.kappa == "log" and self.loss != "pcl":
@@ -74,15 +82,27 @@ class Convention:
         else:
             parts.append("temperature passed as third argument" if self.temperature is None
                          else f"fixed temperature {self.temperature:g}")
+        if self.extra_candidates:
+            what = "extra_z and extra_kappa" if self.loss == "pcl" else "extra_z"
+            form = " (extra_kappa as log-kappa too)" if self.kappa == "log" else ""
+            parts.append(f"extra candidates passed as {what}{form}, after the batch's arguments")
         return ", ".join(parts)
 
     def call_signature(self) -> str:
         """How the function is called: ``fn(z1, z2, kappa1, kappa2)``..."""
-        if self.loss == "pcl":
-            return "fn(z1, z2, kappa1, kappa2)"
-        return "fn(z1, z2, temperature)" if self.temperature is None else "fn(z1, z2)"
+        args = ["z1", "z2"] + (["kappa1", "kappa2"] if self.loss == "pcl" else
+                               ["temperature"] if self.temperature is None else [])
+        return f"fn({', '.join(args + list(extra_keys(self)))})"
 
 
 def grad_keys(conv: Convention) -> tuple:
     """The gradient blocks of the loss: ``("z1", "z2", "kappa1", "kappa2")`` or ``("z1", "z2")``."""
     return ("z1", "z2", "kappa1", "kappa2") if conv.loss == "pcl" else ("z1", "z2")
+
+
+def extra_keys(conv: Convention) -> tuple:
+    """The extra candidates' arguments, passed after the batch's: ``("extra_z", "extra_kappa")``,
+    ``("extra_z",)`` or none."""
+    if not conv.extra_candidates:
+        return ()
+    return ("extra_z", "extra_kappa") if conv.loss == "pcl" else ("extra_z",)

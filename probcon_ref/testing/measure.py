@@ -1,7 +1,8 @@
 """The measure of the contract, section :ref:`6 <contract-accuracy>`: the reference's results for a run, and the errors against them.
 
 For each run (a case in a dtype) the reference is evaluated in NumPy float64 on the inputs
-the callable received, after their rounding to its dtype. The loss error is relative, per
+the callable received, after their rounding to its dtype, its extra candidates among them
+where it has any: they are candidates of the logits' size and of the terms' scales too. The loss error is relative, per
 anchor where the callable returns per-anchor losses, with an absolute floor of
 :data:`~probcon_ref.testing.tolerances.SUBNORMALS` smallest subnormals per candidate (smallest
 normals for a framework that flushes subnormals to zero,
@@ -38,7 +39,7 @@ class Reference:
     loss: Any  # reduced: float, or (2N,) for "none"
     grads: dict
     weights: np.ndarray
-    logit_size: np.ndarray  # per anchor: max_b |log C_d(kappa_b)| + kappa_b (or 1/tau), plus log(2N)
+    logit_size: np.ndarray  # per anchor: max_b |log C_d(kappa_b)| + kappa_b (or 1/tau), plus log(2N + M)
     loss_tol: np.ndarray  # per anchor: max(TOLERANCES, ROUNDING eps S_a), relative
     loss_floor: float  # absolute floor of a per-anchor loss
     grad_tol: float
@@ -54,38 +55,51 @@ class Reference:
         return bool(np.max(self.loss_tol) > tol_loss or self.grad_tol > tol_grad)
 
 
+def _extra(x: dict, loss: str) -> dict:
+    """The extra candidates of inputs ``x`` as the reference's keyword arguments (none: empty)."""
+    if host.extra_count(x) == 0:
+        return {}
+    return {"extra_z": x["extra_z"], **({"extra_kappa": x["extra_kappa"]} if loss == "pcl" else {})}
+
+
 def _values(x: dict, case: Case, conv: Convention, weights):
     """The reference's per-anchor losses and gradient blocks (of the weighted sum), and the
-    factor ``k_b`` that multiplies ``W_ab`` in ``G_ab`` (kappa_b, or 1/tau)."""
+    factor ``k_b`` that multiplies ``W_ab`` in ``G_ab`` (kappa_b, or 1/tau) of every candidate,
+    the extra ones included."""
+    extra = _extra(x, conv.loss)
     if conv.loss == "pcl":
-        losses = np.asarray(pcl_loss(x["z1"], x["z2"], x["kappa1"], x["kappa2"], reduction="none"))
-        _, g = pcl_loss_and_grad(x["z1"], x["z2"], x["kappa1"], x["kappa2"], weights=weights)
+        args = (x["z1"], x["z2"], x["kappa1"], x["kappa2"])
+        losses = np.asarray(pcl_loss(*args, reduction="none", **extra))
+        _, g = pcl_loss_and_grad(*args, weights=weights, **extra)
         grads = {"z1": np.asarray(g.z1), "z2": np.asarray(g.z2),
                  "kappa1": np.asarray(g.kappa1), "kappa2": np.asarray(g.kappa2)}
         if conv.kappa == "log":  # d/d log k = k d/dk
             grads["kappa1"] = grads["kappa1"] * x["kappa1"]
             grads["kappa2"] = grads["kappa2"] * x["kappa2"]
-        return losses, grads, host.kappas(x)
+        return losses, grads, host.candidate_kappas(x)
     tau = case.temperature
-    losses = np.asarray(ntxent_loss(x["z1"], x["z2"], temperature=tau, reduction="none"))
-    _, g = ntxent_loss_and_grad(x["z1"], x["z2"], temperature=tau, weights=weights)
-    return losses, {"z1": np.asarray(g.z1), "z2": np.asarray(g.z2)}, np.full(2 * case.n, 1.0 / tau)
+    losses = np.asarray(ntxent_loss(x["z1"], x["z2"], temperature=tau, reduction="none", **extra))
+    _, g = ntxent_loss_and_grad(x["z1"], x["z2"], temperature=tau, weights=weights, **extra)
+    factors = np.full(2 * case.n + host.extra_count(x), 1.0 / tau)
+    return losses, {"z1": np.asarray(g.z1), "z2": np.asarray(g.z2)}, factors
 
 
 def _row_scales(x: dict, case: Case, conv: Convention, weights, k, floor: float) -> tuple[dict, dict, dict]:
     """Per row of ``z`` and per entry of ``kappa``: the terms' scale of the contract, section :ref:`6 <contract-accuracy>` (from ``|W|``
     computed without cancellation), the positive's terms with weights of size ``w_a``, and
-    the absolute floor of the block."""
+    the absolute floor of the block. ``k`` holds every candidate's factor; an extra
+    candidate is a column of ``W`` (a term of its anchor's row), never a row."""
     n2 = 2 * case.n
     w, gw, _, norm, cos, length = host.residuals(x, conv.loss, case.d, case.temperature, weights)
+    norm = norm[:n2]
     pos = (np.arange(n2) + case.n) % n2
     aw = np.abs(weights)
-    terms = {"z": (np.sum(np.abs(gw), axis=1) + np.sum(np.abs(gw), axis=0)) / norm}
-    positive = {"z": (aw * k[pos] + aw[pos] * k) / norm}
-    floors = {"z": floor * (np.max(k) + k) / norm}
+    terms = {"z": (np.sum(np.abs(gw), axis=1) + np.sum(np.abs(gw[:, :n2]), axis=0)) / norm}
+    positive = {"z": (aw * k[pos] + aw[pos] * k[:n2]) / norm}
+    floors = {"z": floor * (np.max(k) + k[:n2]) / norm}
     if conv.loss == "pcl":
-        per_kappa = k if conv.kappa == "log" else 1.0
-        terms["kappa"] = np.sum(np.abs(w) * (np.abs(cos) + length[None, :]), axis=0) * per_kappa
+        per_kappa = k[:n2] if conv.kappa == "log" else 1.0
+        terms["kappa"] = np.sum(np.abs(w[:, :n2]) * (np.abs(cos[:, :n2]) + length[None, :]), axis=0) * per_kappa
         positive["kappa"] = aw[pos] * (1.0 + length) * per_kappa
         floors["kappa"] = floor * (1.0 + length) * per_kappa
     return terms, positive, floors
@@ -110,8 +124,8 @@ def reference(x: dict, case: Case, conv: Convention, dtype: str) -> Reference:
     size = host.logit_scale(x, conv.loss, case.d, case.temperature)
     loss_tol = np.maximum(tol_loss, ROUNDING * eps * size)
     grad_tol = max(tol_grad, ROUNDING * eps * float(np.max(size)))
-    # absolute, per unit of the factor each block multiplies W by
-    floor = SUBNORMALS * n2 * smallest_result(dtype, conv.framework)
+    # absolute, per candidate (the extra ones too), per unit of the factor each block multiplies W by
+    floor = SUBNORMALS * (n2 + host.extra_count(x)) * smallest_result(dtype, conv.framework)
     terms, positive, floors = _row_scales(x, case, conv, weights, k, floor)
     grad_scale, positive_scale = {}, {}
     for key in grad_keys(conv):
@@ -120,7 +134,7 @@ def reference(x: dict, case: Case, conv: Convention, dtype: str) -> Reference:
         grad_scale[key] = np.maximum(np.maximum(block_max, terms[part][rows]), floors[part][rows] / grad_tol)
         positive_scale[key] = positive[part][rows]
     facts = host.case_facts(x, conv.loss, case.d, case.temperature, case.tags, losses)
-    return Reference(dtype, losses, loss, grads, weights, size + math.log(n2), loss_tol, floor,
+    return Reference(dtype, losses, loss, grads, weights, size + math.log(n2 + host.extra_count(x)), loss_tol, floor,
                      grad_tol, grad_scale, positive_scale, facts,
                      host.positive_logits(x, conv.loss, case.d, case.temperature))
 

@@ -64,6 +64,8 @@ REGIMES: tuple[Regime, ...] = (
            6, True),
     Regime("tiny-loss", "confidently matched positives: per-anchor losses below 1e-8, down to "
            "float64 underflow", 6, True),
+    Regime("extra-candidates", "extra candidates (a memory bank or a queue) in every anchor's denominator: "
+           "not anchors themselves, no gradient to them, and with N = 1 the loss is not 0", 3),
 )
 
 _BY_KEY = {r.key: r for r in REGIMES}

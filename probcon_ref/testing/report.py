@@ -41,8 +41,9 @@ def _labels(conv: Convention) -> dict:
     return labels
 
 
-def _row(r, grad_names: tuple) -> str:
-    """One line of the table: a run's errors, its result, and the tolerance if raised."""
+def _row(r, grad_names: tuple, with_m: bool) -> str:
+    """One line of the table: a run's errors, its result, and the tolerance if raised (with
+    ``with_m``, a column of the extra candidates' count M after d)."""
     cells = []
     for k in ("loss",) + grad_names:
         v = r.errors.get(k)
@@ -52,7 +53,7 @@ def _row(r, grad_names: tuple) -> str:
         tol = [f"loss {r.tolerances['loss']:.1e}"] + (
             [f"gradients {r._ref.grad_tol:.1e}"] if len(r.tolerances) > 1 else [])
         extra += f"  (tol {', '.join(tol)})"
-    return (f"{r.case:<24}{r.n:>5}{r.d:>6}  {r.dtype:<8}{cells[0]:>9}"
+    return (f"{r.case:<24}{r.n:>5}{r.d:>6}" + (f"{r.m:>6}" if with_m else "") + f"  {r.dtype:<8}{cells[0]:>9}"
             + "".join(f"{c:>10}" for c in cells[1:]) + f"  {_RESULT_WORDS[r.status]}{extra}")
 
 
@@ -171,7 +172,8 @@ class Report:
             "reference": f"probcon_ref {__version__}",
             "convention": {"loss": conv.loss, "framework": conv.framework, "device": conv.device,
                            "reduction": conv.reduction, "kappa": conv.kappa,
-                           "temperature": conv.temperature, "gradients": conv.gradients},
+                           "temperature": conv.temperature, "gradients": conv.gradients,
+                           "extra_candidates": conv.extra_candidates},
             "tolerances": {dt: {"loss": TOLERANCES[dt][0], "gradient": TOLERANCES[dt][1]} for dt in self.dtypes},
             "rounding": ROUNDING,
             "runs": [r.to_dict() for r in self.results],
@@ -190,7 +192,9 @@ class Report:
         """The lines above the table: target, convention, reference, measure and tolerances."""
         return [f"probcon-ref validate: {self.target}",
                 f"convention: {self.convention.describe()}",
-                f"reference: probcon_ref {__version__}, NumPy float64, on the same (rounded) inputs",
+                f"reference: probcon_ref {__version__}, NumPy float64, on the same (rounded) inputs"
+                + (", with the same extra candidates (M of them, column M; no gradient is taken with respect to them)"
+                   if self.convention.extra_candidates else ""),
                 "error: loss relative (per anchor for reduction none); gradient block "
                 "max_a |got_a - ref_a| / max(block max-norm, terms' scale of row a) (the contract page, section 6)",
                 "tolerances: " + "; ".join(f"{dt} loss {TOLERANCES[dt][0]:.0e}, gradients {TOLERANCES[dt][1]:.0e}"
@@ -218,10 +222,11 @@ class Report:
         """The report as text: the table of runs, the worst errors, the diagnoses, the verdict."""
         grad_names = grad_keys(self.convention)
         labels = _labels(self.convention)
-        head = f"{'case':<24}{'N':>5}{'d':>6}  {'dtype':<8}{'loss':>9}" + "".join(
-            f"{labels[k]:>10}" for k in grad_names) + "  result"
+        extra = self.convention.extra_candidates
+        head = (f"{'case':<24}{'N':>5}{'d':>6}" + (f"{'M':>6}" if extra else "") + f"  {'dtype':<8}{'loss':>9}"
+                + "".join(f"{labels[k]:>10}" for k in grad_names) + "  result")
         lines = self._head() + [head, "-" * len(head)]
-        lines += [_row(r, grad_names) for r in self.results]
+        lines += [_row(r, grad_names, extra) for r in self.results]
         lines += [""] + self._summary(labels)
         what = _what_fails(self.results, grad_names)
         if what:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .cases import Case
-from .convention import Convention, grad_keys
+from .convention import Convention, extra_keys, grad_keys
 from .frameworks import Framework, dtype_name, to_numpy
 from .measure import Reference, block_error, cached_reference, loss_error
 
@@ -42,6 +42,7 @@ class RunResult:
     _got_grads: dict | None = None
     _ref: Reference | None = None
     _inputs: dict | None = None
+    m: int = 0  # extra candidates
 
     @property
     def run(self) -> tuple:
@@ -52,20 +53,23 @@ class RunResult:
         """The run as strict JSON values (non-finite errors as the strings "nan" and "inf")."""
         def num(v):
             return v if math.isfinite(v) else ("nan" if math.isnan(v) else "inf")
-        return {"case": self.case, "dtype": self.dtype, "n": self.n, "d": self.d, "tags": list(self.tags),
-                "status": self.status, "errors": {k: num(v) for k, v in self.errors.items()},
+        return {"case": self.case, "dtype": self.dtype, "n": self.n, "d": self.d, "m": self.m,
+                "tags": list(self.tags), "status": self.status, "errors": {k: num(v) for k, v in self.errors.items()},
                 "tolerances": dict(self.tolerances), "gradients": self.gradients, "message": self.message}
 
 
 def rounded_inputs(case: Case, conv: Convention, dtype: str):
-    """(arguments in numpy of ``dtype`` for the candidate, float64 inputs for the reference)."""
+    """(arguments in numpy of ``dtype`` for the candidate, float64 inputs for the reference),
+    the extra candidates among them where ``conv`` passes them (concentrations in the form
+    ``conv.kappa`` says, theirs too)."""
     args = {}
     ref = {}
-    for k in ("z1", "z2"):
+    extra = extra_keys(conv)
+    for k in ("z1", "z2") + extra[:1]:
         args[k] = case.inputs[k].astype(dtype)
         ref[k] = args[k].astype(np.float64)
     if conv.loss == "pcl":
-        for k in ("kappa1", "kappa2"):
+        for k in ("kappa1", "kappa2") + extra[1:]:
             if conv.kappa == "log":
                 with np.errstate(divide="ignore"):
                     args[k] = np.log(case.inputs[k]).astype(dtype)
@@ -111,12 +115,13 @@ def call(fn, fw: Framework, conv: Convention, case: Case, args: dict, dtype: str
     want_autograd = fw.name == "torch" and conv.gradients in ("auto", "autograd")
     names = grad_keys(conv)
     arrays = {k: fw.array(args[k], dtype, requires_grad=want_autograd) for k in names}
+    extra = [fw.array(args[k], dtype) for k in extra_keys(conv)]  # constants: no gradient flows to them
     if conv.loss == "pcl":
-        out = fn(arrays["z1"], arrays["z2"], arrays["kappa1"], arrays["kappa2"])
+        out = fn(arrays["z1"], arrays["z2"], arrays["kappa1"], arrays["kappa2"], *extra)
     elif conv.temperature is None:
-        out = fn(arrays["z1"], arrays["z2"], case.temperature)
+        out = fn(arrays["z1"], arrays["z2"], case.temperature, *extra)
     else:
-        out = fn(arrays["z1"], arrays["z2"])
+        out = fn(arrays["z1"], arrays["z2"], *extra)
     loss, grads = _split_output(out, conv)
     how, got_grads = "none", None
     dtypes = {"loss": dtype_name(loss)}
@@ -187,8 +192,10 @@ def _judge(loss_value, loss, grads, ref: Reference, conv: Convention, out_dtypes
 
 def run_case(fn, fw: Framework, conv: Convention, case: Case, dtype: str) -> RunResult:
     """Run ``fn`` on ``case`` in ``dtype`` and measure it against the reference."""
-    base = dict(case=case.name, dtype=dtype, n=case.n, d=case.d, tags=tuple(sorted(case.tags)))
-    if conv.kappa == "log" and (np.any(case.inputs["kappa1"] == 0) or np.any(case.inputs["kappa2"] == 0)):
+    base = dict(case=case.name, dtype=dtype, n=case.n, d=case.d, m=case.m if conv.extra_candidates else 0,
+                tags=tuple(sorted(case.tags)))
+    given = ("kappa1", "kappa2") + extra_keys(conv)[1:]
+    if conv.kappa == "log" and any(np.any(case.inputs[k] == 0) for k in given):
         return RunResult(status="skip", message="kappa = 0 has no finite log-kappa", **base)
     args, x = rounded_inputs(case, conv, dtype)
     ref = cached_reference(case, conv, dtype, x)

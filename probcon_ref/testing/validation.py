@@ -15,14 +15,14 @@ from .runner import run_case
 __all__ = ["validate"]
 
 
-def _chosen(loss, temperature, dtypes, cases, seed) -> tuple[tuple, list[Case]]:
+def _chosen(loss, temperature, dtypes, cases, seed, extra) -> tuple[tuple, list[Case]]:
     """The dtypes and the cases of the battery that ``validate`` runs, checked."""
     dtypes = tuple((dtypes,) if isinstance(dtypes, str) else dtypes)
     if not dtypes:
         raise ValueError("dtypes must name at least one of ('float64', 'float32')")
     for dt in dtypes:
         choice(dt, DTYPES, "dtypes")
-    battery_cases = battery(loss, temperature=temperature, seed=seed)
+    battery_cases = battery(loss, temperature=temperature, seed=seed, extra_candidates=extra)
     if cases is not None:
         cases = [cases] if isinstance(cases, str) else cases
         known = {c.name for c in battery_cases}
@@ -36,7 +36,7 @@ def _chosen(loss, temperature, dtypes, cases, seed) -> tuple[tuple, list[Case]]:
 def validate(fn: Callable, *, loss: str = "pcl", framework: str = "numpy", device: str | None = None,
              reduction: str = "mean", kappa: str = "kappa", temperature: float | None = None,
              gradients: str = "auto", dtypes=DTYPES, cases=None, seed: int = 0,
-             target: str | None = None) -> Report:
+             target: str | None = None, extra_candidates: bool = False) -> Report:
     """Run ``fn`` on the validation battery and compare it with the reference (the contract, section :ref:`6 <contract-accuracy>`).
 
     Parameters
@@ -67,6 +67,12 @@ def validate(fn: Callable, *, loss: str = "pcl", framework: str = "numpy", devic
         Run only the cases with these names. ``seed`` draws another battery.
     target : str, optional
         A name for ``fn`` in the report.
+    extra_candidates : bool
+        Also pass each case's extra candidates (a memory bank of ``EXTRA_PER_ANCHOR x 2N``; the
+        contract, section :ref:`3 <contract-loss>`) after the batch's arguments:
+        ``fn(z1, z2, kappa1, kappa2, extra_z, extra_kappa)``, ``fn(z1, z2, temperature, extra_z)``
+        or ``fn(z1, z2, extra_z)``; ``extra_kappa`` is log-kappa with ``kappa="log"``. No
+        gradient is taken, or expected back, with respect to them.
 
     Returns
     -------
@@ -83,10 +89,16 @@ def validate(fn: Callable, *, loss: str = "pcl", framework: str = "numpy", devic
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     conv = Convention(loss=loss, framework=framework, device=device, reduction=reduction, kappa=kappa,
-                      temperature=None if temperature is None else float(temperature), gradients=gradients)
-    dtypes, chosen = _chosen(loss, conv.temperature, dtypes, cases, seed)
-    fw = Framework(framework, device)
-    fn = fw.wrap(fn, loss, gradients)
+                      temperature=None if temperature is None else float(temperature), gradients=gradients,
+                      extra_candidates=extra_candidates)
+    dtypes, chosen = _chosen(loss, conv.temperature, dtypes, cases, seed, extra_candidates)
+    return _run(fn, conv, dtypes, chosen, target)
+
+
+def _run(fn, conv: Convention, dtypes: tuple, chosen: list, target) -> Report:
+    """Every chosen case in every dtype it runs in, judged, the failures diagnosed."""
+    fw = Framework(conv.framework, conv.device)
+    fn = fw.wrap(fn, conv.loss, conv.gradients)
     results = [run_case(fn, fw, conv, case, dt) for case in chosen for dt in dtypes if case.runs_in(dt)]
     failing = [r for r in results if r.status in ("fail", "error")]
     findings = explain(fn, fw, conv, results, {c.name: c for c in chosen}) if failing else []
