@@ -2,7 +2,8 @@
 
 Used by :func:`probcon_ref.testing.validate` when runs fail. The evidence is computed on the
 host in NumPy float64 from the inputs of the validation battery, with the special functions
-of :mod:`probcon_ref.special` (no SciPy); each kind lives in its own module:
+of :mod:`probcon_ref.special` (no SciPy), the extra candidates among them where the battery
+has any (each diagnosis evaluates its claim with them); each kind lives in its own module:
 
 * ``outputs``: every call raised, or the output's shape or dtype is not the declared one;
 * ``variants``: what the implementation computes instead. The loss is re-evaluated under

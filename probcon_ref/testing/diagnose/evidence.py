@@ -4,7 +4,8 @@ The finding says which quantities fail and by how much, whether the loss error i
 constant offset or a constant ratio across the runs (or neither), and how the errors move
 when one quantity of the batch changes and the others stay: the callable is run again in
 float64 on small batches that differ only in kappa's scale (PCL), in the temperature
-(NT-Xent), in d or in N. A trend is named only where the printed numbers show it.
+(NT-Xent), in d or in N (each with extra candidates drawn as the battery's, where they are
+passed). A trend is named only where the printed numbers show it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 
 import numpy as np
 
-from ..cases import Case, pair
+from ..cases import EXTRA_PER_ANCHOR, Case, extra_candidates, pair
 from ..runner import run_case
 from .finding import Finding
 
@@ -23,13 +24,16 @@ _BASE = {"n": 8, "d": 16, "kappa": 5.0, "tau": 0.2}
 
 
 def _probe_case(name: str, n: int, d: int, kappa: float, tau, conv) -> Case:
-    """A small batch, drawn the same way whatever the varied quantity (seeded by its shape)."""
+    """A small batch, drawn the same way whatever the varied quantity (seeded by its shape),
+    with extra candidates as the battery's where ``conv`` passes them."""
     rng = np.random.default_rng([7, n, d])
     z1, z2 = pair(rng, n, d)
     inputs = {"z1": z1, "z2": z2}
     if conv.loss == "pcl":
         pattern = 10.0 ** np.random.default_rng([8, n]).uniform(-0.3, 0.3, (2, n))
         inputs["kappa1"], inputs["kappa2"] = kappa * pattern[0], kappa * pattern[1]
+    if conv.extra_candidates:
+        inputs.update(extra_candidates(inputs, np.random.default_rng([9, n, d])))
     temperature = None if conv.loss == "pcl" else (conv.temperature or tau)
     return Case(f"probe {name}", name, frozenset(), inputs, temperature)
 
@@ -153,7 +157,9 @@ def evidence_finding(fn, fw, conv, runs: list, spread: bool) -> Finding:
         detail.append("Run again in float64 on small batches that differ in one quantity only, it passes in "
                       "every one: the failures are confined to the runs above.")
     elif probes:
-        detail.append("Run again in float64 on small batches that differ in one quantity only: "
+        bank = (f" (each with {2 * EXTRA_PER_ANCHOR}N extra candidates, drawn as the battery's: M grows with N)"
+                if conv.extra_candidates else "")
+        detail.append(f"Run again in float64 on small batches that differ in one quantity only{bank}: "
                       + "; ".join(probes) + ".")
     detail.append("The contract's sections 3 and 4 define the loss and the gradient these are compared with.")
     return Finding("unexplained", summary, " ".join(detail), sorted(r.run for r in runs))

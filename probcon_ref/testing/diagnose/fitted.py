@@ -25,7 +25,8 @@ _GRID = np.logspace(-3, 3, 121)
 
 
 def _ntxent_losses(s: float, x: dict, memo: dict):
-    """NT-Xent per-anchor losses with logits ``s c_ab`` (a temperature ``1/s`` of its own)."""
+    """NT-Xent per-anchor losses with logits ``s c_ab`` (a temperature ``1/s`` of its own), the
+    extra candidates, if any, among the candidates."""
     from ..host import stack
 
     if "stack" not in memo:
@@ -34,7 +35,7 @@ def _ntxent_losses(s: float, x: dict, memo: dict):
     n2 = cos.shape[0]
     idx = np.arange(n2)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        out = stable_losses(s * cos, idx[:, None] != idx[None, :], (idx + n2 // 2) % n2)
+        out = stable_losses(s * cos, idx[:, None] != np.arange(cos.shape[1])[None, :], (idx + n2 // 2) % n2)
     return out if np.all(np.isfinite(out)) else None
 
 

@@ -19,20 +19,25 @@ __all__ = ["GRADIENT_DIAGNOSES", "gradient_variants", "gradient_findings"]
 
 
 def gradient_variants(x: dict, loss: str, d: int, temperature, weights, kappa_mode: str) -> dict[str, dict]:
-    """Gradients (by block) that known mistakes produce."""
+    """Gradients (by block) that known mistakes produce. An extra candidate is a column of
+    ``G`` only (no anchor, no gradient of its own): it adds ``G_ab mu_b`` to ``dL/dmu_a``
+    alone, and never a term ``G_ba``."""
     w, g, mu, norm, cos, length = residuals(x, loss, d, temperature, weights)
     n = x["z1"].shape[0]
-    g_mu = (g + g.T) @ mu
+    n2 = 2 * n
+    one_sided = g @ mu  # sum_b G_ab mu_b over every candidate
+    g_mu = one_sided + g[:, :n2].T @ mu[:n2]
+    mu, norm = mu[:n2], norm[:n2]
     proj = g_mu - np.sum(mu * g_mu, axis=1, keepdims=True) * mu
     out = {
         "no-projection": {"z": g_mu / norm[:, None]},
         "direction": {"z": g_mu},
         "not-divided-by-norm": {"z": proj},
-        "one-sided": {"z": ((g @ mu) - np.sum(mu * (g @ mu), axis=1, keepdims=True) * mu) / norm[:, None]},
+        "one-sided": {"z": (one_sided - np.sum(mu * one_sided, axis=1, keepdims=True) * mu) / norm[:, None]},
         "correct": {"z": proj / norm[:, None]},
     }
     if loss == "pcl":
-        detached = np.sum(w * cos, axis=0)
+        detached = np.sum(w[:, :n2] * cos[:, :n2], axis=0)
         if kappa_mode == "log":
             detached = detached * kappas(x)
         out["kappa-detached"] = {"kappa": detached}
@@ -60,17 +65,17 @@ GRADIENT_DIAGNOSES = {
                       "constant, for instance detached)."),
     "direction": ("the z gradients are dL/dmu, the gradients with respect to the unit directions mu = z / ||z|| "
                   "(neither projected nor divided by ||z||)",
-                  "These are dL/dmu_a = sum_b (G_ab + G_ba) mu_b, returned as the gradients of the raw "
-                  "embeddings. The chain rule through mu_a = z_a / ||z_a|| gives dL/dz_a = "
-                  "(I - mu_a mu_a^T) dL/dmu_a / ||z_a|| (the contract page, section 4): project out mu_a and divide "
-                  "by the raw norm."),
+                  "These are dL/dmu_a = sum_b (G_ab + G_ba) mu_b (G_ab alone for an extra candidate b), "
+                  "returned as the gradients of the raw embeddings. The chain rule through mu_a = z_a / ||z_a|| "
+                  "gives dL/dz_a = (I - mu_a mu_a^T) dL/dmu_a / ||z_a|| (the contract page, section 4): project out "
+                  "mu_a and divide by the raw norm."),
     "not-divided-by-norm": ("the z gradients are those with respect to the unit directions on the sphere, "
                             "(I - mu mu^T) dL/dmu: projected but not divided by ||z||",
                             "These are (I - mu_a mu_a^T) dL/dmu_a, the gradient of the loss of unit-norm "
                             "inputs; dL/dz_a also divides by the raw norm ||z_a|| (the contract page, section 4)."),
     "one-sided": ("the z gradient counts each cosine once",
-                  "dL/dmu_a = sum_b (G_ab + G_ba) mu_b: the terms where a is a candidate of another "
-                  "anchor (G_ba) are missing."),
+                  "dL/dmu_a = sum_b (G_ab + G_ba) mu_b (G_ab alone for an extra candidate b): the terms "
+                  "where a is a candidate of another anchor (G_ba) are missing."),
     "scaled": ("the gradient is the reference's times a constant",
                "Every gradient block is the reference's times the same factor, while the loss agrees: "
                "the gradient is not that of the reduced loss."),

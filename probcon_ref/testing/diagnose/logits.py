@@ -2,6 +2,8 @@
 
 Each key of :data:`~probcon_ref.testing.diagnose.variants.VARIANTS` names a change to the
 logits ``F_ab`` (the contract, section :ref:`3 <contract-loss>`), to the candidates of an anchor, or to the cosines;
+the extra candidates of a batch, where it has any, are candidates too, and take the same
+change (the variants of :data:`EXTRA_ONLY` change their part alone);
 :func:`variant_losses` evaluates the loss under it, with the stable form of the contract, section :ref:`4 <contract-gradient>`
 so that a variant's tiny losses keep their digits. :func:`scaled_losses` does the same for
 the variants with a free scalar (a temperature applied on top of kappa), which
@@ -15,9 +17,10 @@ from fractions import Fraction
 import numpy as np
 
 from ...special import log_iv
-from ..host import kappas, log_c, stack
+from ..host import candidate_kappas, extra_count, log_c, stack
 
-__all__ = ["NORMALISER_SHIFTS", "SCALED", "stable_losses", "variant_losses", "scaled_losses", "shift_text"]
+__all__ = ["NORMALISER_SHIFTS", "SCALED", "EXTRA_ONLY", "stable_losses", "variant_losses", "scaled_losses",
+           "shift_text"]
 
 #: The normaliser's dimension, power or order off: key -> (shift of the power of kappa, shift of
 #: the Bessel order), both relative to nu = d/2 - 1. Equal shifts are the normaliser of another
@@ -70,23 +73,33 @@ def stable_losses(f, candidates, pos):
     return m + np.where(has_pos, np.log1p(s + np.expm1(-m)), np.log(s))
 
 
+#: The variants that change only the extra candidates' part (undefined without them).
+EXTRA_ONLY = ("extra-ignored", "extra-no-normaliser", "extra-unnormalised")
+
+
 def _cosines(key: str, x: dict, memo: dict):
-    """The cosines, or for ``"unnormalised"`` the raw dot products (None where they are
-    not finite, or where every raw norm is 1 and they are the cosines)."""
+    """The cosines (2N, 2N + M) of each anchor with each candidate, or under ``"unnormalised"``
+    the raw dot products, under ``"extra-unnormalised"`` the anchor's direction with the extra
+    candidates' raw rows (None where they are not finite, or where every raw norm is 1 and
+    they are the cosines)."""
     if "stack" not in memo:
         memo["stack"] = stack(x)
-    z, _, _, cos = memo["stack"]
-    if key != "unnormalised":
+    z, mu, norm, cos = memo["stack"]
+    n2 = cos.shape[0]
+    if key not in ("unnormalised", "extra-unnormalised"):
         return cos
     with np.errstate(over="ignore", invalid="ignore"):
-        dots = z @ z.T
-    if not np.all(np.isfinite(dots)) or np.allclose(np.linalg.norm(z, axis=1), 1.0):
+        if key == "unnormalised":
+            dots, rows = z[:n2] @ z.T, norm
+        else:
+            dots, rows = np.concatenate([cos[:, :n2], mu[:n2] @ z[n2:].T], axis=1), norm[n2:]
+    if not np.all(np.isfinite(dots)) or np.allclose(rows, 1.0):
         return None
     return dots
 
 
 def _log_iv(nu: float, k, memo: dict):
-    """``log I_nu(k)`` of the batch's concentrations, kept per order."""
+    """``log I_nu(k)`` of the candidates' concentrations, kept per order."""
     key = ("log_iv", nu)
     if key not in memo:
         memo[key] = np.asarray(log_iv(nu, k))
@@ -108,8 +121,9 @@ def _shifted_normaliser(key: str, k, d: int, lc, memo: dict):
 
 
 def _product_logits(key: str, k, d: int, cos, lc):
-    """The logits with the two views' concentrations multiplied, ``kappa_a kappa_b``."""
-    kk = k[:, None] * k[None, :]
+    """The logits with the two concentrations multiplied, the anchor's and the candidate's,
+    ``kappa_a kappa_b``."""
+    kk = k[:cos.shape[0], None] * k[None, :]
     if key == "kappa-product-no-normaliser":
         return kk * cos
     if key == "kappa-product":
@@ -129,8 +143,10 @@ def _reparametrised(key: str, k, kappa_mode: str):
 
 
 def _pcl_logits(key: str, x: dict, d: int, cos, kappa_mode: str, memo: dict):
-    """The PCL logits ``F_ab`` (all pairs) under variant ``key``; None where it is undefined."""
-    k = kappas(x)
+    """The PCL logits ``F_ab`` (every anchor with every candidate) under variant ``key``; None
+    where it is undefined."""
+    k = candidate_kappas(x)  # of the candidates; the anchors' are the first 2N
+    rows = k[:cos.shape[0], None]
     if key in ("exp-kappa", "kappa-as-log"):
         k = _reparametrised(key, k, kappa_mode)
         return None if k is None else log_c(d, k)[None, :] + k[None, :] * cos
@@ -144,12 +160,14 @@ def _pcl_logits(key: str, x: dict, d: int, cos, kappa_mode: str, memo: dict):
         return _product_logits(key, k, d, cos, lc)
     if key == "no-normaliser":
         return k[None, :] * cos
+    if key == "extra-no-normaliser":
+        return np.where(np.arange(k.size) < cos.shape[0], lc, 0.0)[None, :] + k[None, :] * cos
     if key == "normaliser-sign":
         return -lc[None, :] + k[None, :] * cos
     if key == "anchor-kappa":
-        return k[:, None] * cos
+        return rows * cos
     if key == "anchor-concentration":
-        return lc[None, :] + k[:, None] * cos
+        return lc[None, :] + rows * cos
     return lc[None, :] + k[None, :] * cos
 
 
@@ -163,24 +181,28 @@ def _ntxent_logits(key: str, cos, temperature):
     return cos / temperature
 
 
-def _candidates(key: str, n: int):
-    """Which ``b`` enter anchor ``a``'s denominator under variant ``key`` ((2N, 2N) booleans;
-    None where it is undefined)."""
-    idx = np.arange(2 * n)
+def _candidates(key: str, n: int, m: int):
+    """Which ``b`` enter anchor ``a``'s denominator under variant ``key`` ((2N, 2N + M)
+    booleans, the M extra candidates last; None where it is undefined)."""
+    idx, cols = np.arange(2 * n), np.arange(2 * n + m)
     pos = (idx + n) % (2 * n)
+    if key in EXTRA_ONLY and m == 0:
+        return None
     if key in ("self-included", "self-zero-logit"):
-        return np.ones((2 * n, 2 * n), dtype=bool)
+        return np.ones((2 * n, 2 * n + m), dtype=bool)
     if key == "positive-excluded":
-        return None if n == 1 else (idx[:, None] != idx[None, :]) & (idx[None, :] != pos[:, None])
-    if key == "cross-view-only":
+        return None if n == 1 and m == 0 else (idx[:, None] != cols[None, :]) & (cols[None, :] != pos[:, None])
+    if key == "cross-view-only":  # with extra candidates, whether they count is anyone's guess
         view = idx // n
-        return view[:, None] != view[None, :]
-    return idx[:, None] != idx[None, :]
+        return None if m else view[:, None] != view[None, :]
+    if key == "extra-ignored":
+        return (idx[:, None] != cols[None, :]) & (cols[None, :] < 2 * n)
+    return idx[:, None] != cols[None, :]
 
 
-def _losses_of(f, key: str, n: int):
+def _losses_of(f, key: str, n: int, m: int):
     """Per-anchor losses of the logits ``f`` with the candidates of variant ``key``."""
-    candidates = _candidates(key, n)
+    candidates = _candidates(key, n, m)
     if f is None or candidates is None:
         return None
     f = np.array(f, dtype=np.float64)
@@ -194,26 +216,32 @@ def _losses_of(f, key: str, n: int):
 
 def variant_losses(key: str, x: dict, loss: str, d: int, temperature, kappa_mode: str = "kappa",
                    memo: dict | None = None):
-    """Per-anchor losses (2N,) under variant ``key``; None where it is undefined.
+    """Per-anchor losses (2N,) under variant ``key``; None where it is undefined. The extra
+    candidates of ``x``, if any, are candidates under every variant (but ``extra-ignored``)
+    and take its logits.
 
     ``memo`` (a dict) keeps the pieces shared by the variants of one batch.
     """
     memo = {} if memo is None else memo
+    n, m = x["z1"].shape[0], extra_count(x)
+    if key in EXTRA_ONLY and m == 0:
+        return None
     cos = _cosines(key, x, memo)
     if cos is None:
         return None
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         f = _pcl_logits(key, x, d, cos, kappa_mode, memo) if loss == "pcl" else _ntxent_logits(key, cos, temperature)
-    return _losses_of(f, key, x["z1"].shape[0])
+    return _losses_of(f, key, n, m)
 
 
 def scaled_losses(key: str, s: float, x: dict, d: int, memo: dict | None = None):
-    """Per-anchor PCL losses (2N,) under the variant ``key`` of :data:`SCALED` with scalar ``s``."""
+    """Per-anchor PCL losses (2N,) under the variant ``key`` of :data:`SCALED` with scalar ``s``
+    (the extra candidates, if any, scaled alike)."""
     memo = {} if memo is None else memo
     if "stack" not in memo:
         memo["stack"] = stack(x)
     cos = memo["stack"][3]
-    k = kappas(x)
+    k = candidate_kappas(x)
     if "log_c" not in memo:
         memo["log_c"] = log_c(d, k)
     lc = memo["log_c"]
@@ -224,4 +252,4 @@ def scaled_losses(key: str, s: float, x: dict, d: int, memo: dict | None = None)
             f = lc[None, :] + s * k[None, :] * cos
         else:
             f = log_c(d, s * k)[None, :] + s * k[None, :] * cos
-    return _losses_of(f, key, x["z1"].shape[0])
+    return _losses_of(f, key, x["z1"].shape[0], extra_count(x))

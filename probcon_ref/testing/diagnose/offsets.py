@@ -1,9 +1,9 @@
 """A constant offset: a loss error that does not change when the embeddings do.
 
 The callable is run again, in float64, on the failing cases with their directions redrawn
-(N, d and kappa kept); an error unchanged by that involves only kappa, d or N, and is
-named when it is one of the offsets that known mistakes make (a log-mean-exp, a normaliser
-or its constant on one side of the softmax only).
+(N, d and kappa kept; the extra candidates' directions too); an error unchanged by that
+involves only kappa, d or N, and is named when it is one of the offsets that known mistakes
+make (a log-mean-exp, a normaliser or its constant on one side of the softmax only).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from ..cases import Case, pair
-from ..host import kappas, log_c
+from ..host import extra_count, kappas, log_c
 from ..measure import reference
 from ..runner import call, rounded_inputs
 from .finding import Finding
@@ -22,8 +22,9 @@ __all__ = ["OFFSETS", "offset_finding"]
 
 
 def _context(r, case: Case, conv) -> dict:
-    """What the offsets are made of, for run ``r``."""
-    ctx = {"n2": 2 * case.n, "half_d": case.d / 2}
+    """What the offsets are made of, for run ``r``: the anchors' count, the candidates' count
+    of each anchor (the extra candidates included), d/2 and the positives' normalisers."""
+    ctx = {"n2": 2 * case.n, "count": 2 * case.n - 1 + extra_count(r._inputs), "half_d": case.d / 2}
     if conv.loss == "pcl":
         ctx["logc_pos"] = np.roll(log_c(case.d, kappas(r._inputs)), case.n)  # log C_d of each positive
     else:
@@ -33,9 +34,9 @@ def _context(r, case: Case, conv) -> dict:
 
 #: (key, per-anchor offset from the context, the offset in words, the mistake that makes it)
 OFFSETS = (
-    ("log-mean-exp", lambda ctx: -np.full(ctx["n2"], math.log(ctx["n2"] - 1)),
-     "lower by log(2N - 1)",
-     "a log-mean-exp over the 2N - 1 candidates is taken instead of a log-sum-exp (the shift of the "
+    ("log-mean-exp", lambda ctx: -np.full(ctx["n2"], math.log(ctx["count"])),
+     "lower by the log of the candidates' count, log(2N - 1 + M) (M extra candidates, if any)",
+     "a log-mean-exp over the 2N - 1 + M candidates is taken instead of a log-sum-exp (the shift of the "
      "InfoNCE bound)."),
     ("normaliser-missing-on-positive", lambda ctx: ctx["logc_pos"],
      "of +log C_d(kappa) of each anchor's positive",
@@ -63,9 +64,16 @@ def _offset_of(r, entry, case: Case, conv):
 
 def _unchanged_when_redrawn(fn, fw, conv, r, case: Case):
     """The loss error of run ``r`` if the callable makes the same error with the directions
-    redrawn (N, d and kappa kept), else None."""
-    z1, z2 = pair(np.random.default_rng(12345), case.n, case.d)
-    moved = Case(case.name, case.description, case.tags, {**case.inputs, "z1": z1, "z2": z2}, case.temperature)
+    redrawn (N, d and kappa kept; the extra candidates' directions too, their norms and
+    concentrations kept), else None."""
+    rng = np.random.default_rng(12345)
+    z1, z2 = pair(rng, case.n, case.d)
+    moved = {**case.inputs, "z1": z1, "z2": z2}
+    if case.m:
+        g = rng.standard_normal((case.m, case.d))
+        norms = np.linalg.norm(case.inputs["extra_z"], axis=1, keepdims=True)
+        moved["extra_z"] = g / np.linalg.norm(g, axis=1, keepdims=True) * norms
+    moved = Case(case.name, case.description, case.tags, moved, case.temperature)
     args, x = rounded_inputs(moved, conv, "float64")
     ref2 = reference(x, moved, conv, "float64")
     try:

@@ -41,7 +41,10 @@ def call_findings(results: list, conv) -> list:
         hints.append("It may expect PyTorch tensors: try --framework torch.")
     if "argument" in low or "positional" in low:
         hints.append("The number of arguments differs: check --loss, and for NT-Xent --temperature "
-                     "(given: the function takes two arguments; omitted: three).")
+                     "(given: the function takes two arguments; omitted: three), "
+                     + ("and --extra-candidates, given here: the extra candidates follow the batch's "
+                        "arguments" if conv.extra_candidates else
+                        "and --extra-candidates if it takes extra candidates after the batch's arguments") + ".")
     return [Finding("calling-convention", f"Every call raised an exception: {first}", " ".join(hints),
                     sorted(r.run for r in errors))]
 

@@ -22,9 +22,9 @@ PRECISION_DIAGNOSES = {
         "Loss right only to the rounding of its logits, not to its own size (the mark of the "
         "textbook -F_ap + logsumexp_b F_ab)",
         "In these runs the loss error is within {bound} units of roundoff of the logits' size "
-        "(max_b |log C_d(kappa_b)| + kappa_b, or 1/tau, plus log(2N)) while the loss is at least "
-        "100 times smaller ({example}). That is what -F_ap + logsumexp_b F_ab (or F.cross_entropy, or "
-        "-log of the softmax) gives: both terms have the logits' size and their difference keeps "
+        "(max_b |log C_d(kappa_b)| + kappa_b, or 1/tau, plus log(2N + M), M extra candidates if any) "
+        "while the loss is at least 100 times smaller ({example}). That is what -F_ap + logsumexp_b F_ab "
+        "(or F.cross_entropy, or -log of the softmax) gives: both terms have the logits' size and their difference keeps "
         "only their rounding, 0 or noise for a loss of 1e-40. The contract page, section 4: compute loss_a from "
         "the differences delta_ab = F_ab - F_ap, as "
         "m_a + log1p(sum_{b != a, p(a)} exp(delta_ab - m_a) + expm1(-m_a))."),

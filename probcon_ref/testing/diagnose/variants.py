@@ -2,8 +2,9 @@
 
 The failing loss values are compared with the loss evaluated, on the same inputs, under
 each :class:`Variant` (diagonal not excluded, normaliser missing or of another dimension,
-the anchor's concentration in place of the candidate's, log-kappa read as kappa, ...; the
-logits of each are in ``logits``) and each wrong :class:`Reduction` (mean over N, sum for
+the anchor's concentration in place of the candidate's, log-kappa read as kappa, ...; with
+extra candidates also those that mistreat the extra candidates alone; the logits of each
+are in ``logits``) and each wrong :class:`Reduction` (mean over N, sum for
 mean, ...), and their combinations. A combination that reproduces the failing runs, and is
 also reproduced in a run where it differs from the reference by more than the logits'
 rounding, is reported.
@@ -124,6 +125,22 @@ VARIANTS: tuple[Variant, ...] = (
             f"Its results equal the reference at temperature {t}, not at the temperature it was "
             "given: the temperature argument is ignored or a default is used.")
     for t in (0.05, 0.07, 0.1, 0.2, 0.5, 1.0)
+) + (
+    # with --extra-candidates only: what is done to the extra candidates alone
+    Variant("extra-ignored", "both", "the extra candidates are left out of the denominator",
+            "The results are those of the batch alone: the M extra candidates it was given (extra_z, the "
+            "memory bank or queue) join no anchor's denominator. In the contract page, section 3 every "
+            "anchor's denominator sums over its 2N - 1 other views and the M extra candidates."),
+    Variant("extra-no-normaliser", "pcl", "the extra candidates' logits lack their normaliser "
+            "log C_d(kappa_j) (kappa_j c_aj), while the views' have theirs",
+            "The logits of the extra candidates are kappa_j c_aj, without log C_d(kappa_j), while the batch's "
+            "candidates carry log C_d(kappa_b) + kappa_b c_ab: a bank whose logits are formed apart from the "
+            "batch's, say. In the contract page, section 3 an extra candidate's logit has the form of a view's, "
+            "log C_d(kappa_j) + kappa_j c_aj."),
+    Variant("extra-unnormalised", "both", "the extra candidates' raw embeddings are used, not their directions",
+            "The extra candidates enter with mu_a . z_j, the anchor's direction times the raw row of extra_z, "
+            "in place of the cosine: the bank is not normalised (a queue that keeps raw embeddings). In the "
+            "contract page, section 3 an extra candidate enters by its direction, as a view does."),
 )
 
 VARIANT_BY_KEY = {v.key: v for v in VARIANTS}
@@ -190,6 +207,22 @@ def alternative_weights(declared: str, n: int) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------------------------------
 
 
+def _weightings(vkey: str, losses, conv, n: int):
+    """The reductions to try with the per-anchor ``losses`` of variant ``vkey``: the declared
+    one (but for the reference's own losses) and, for a reduced loss, each other one that
+    changes the result. A reduction whose weights differ only where the losses are exactly
+    0 (the batch's loss without its extra candidates at N = 1) is no evidence for itself; the
+    comparisons are exact on purpose, only a weight times an exact 0 makes no difference."""
+    weights = alternative_weights(conv.reduction, n)
+    declared = weights["declared"]
+    for rkey, w in weights.items():
+        if rkey == "declared":
+            if vkey != "reference":
+                yield rkey, w
+        elif conv.reduction != "none" and np.any((w != declared) & (losses != 0)):
+            yield rkey, w
+
+
 def _reproductions(candidates: list, conv, cases: dict) -> tuple[dict, dict, set]:
     """For each (variant, reduction): the runs it reproduces, the runs where it differs
     from the reference, and whether some run resolves it (``hits``, ``defined``, ``strict``)."""
@@ -208,11 +241,7 @@ def _reproductions(candidates: list, conv, cases: dict) -> tuple[dict, dict, set
         for vkey, losses in per_variant.items():
             if losses is None:
                 continue
-            for rkey, w in alternative_weights(conv.reduction, case.n).items():
-                if vkey == "reference" and rkey == "declared":
-                    continue
-                if conv.reduction == "none" and rkey != "declared":
-                    continue
+            for rkey, w in _weightings(vkey, losses, conv, case.n):
                 pred = losses if conv.reduction == "none" else float(np.sum(w * losses))
                 same, tol = loss_error(pred, ref, conv.reduction)
                 if same <= tol:

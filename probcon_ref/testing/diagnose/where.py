@@ -131,7 +131,14 @@ PREDICATES: tuple[Predicate, ...] = (
         "With one pair the positive is the only candidate: the loss is exactly 0 and so are its "
         "gradients. An empty set of negatives must give log 1 = 0, not NaN (mean of an empty "
         "tensor) or an error.",
-        lambda f, dt: "N = 1" if f["n"] == 1 else None),
+        lambda f, dt: "N = 1" if f["n"] == 1 and not f.get("m") else None),
+    Predicate(
+        "n1-extra", "N = 1 with extra candidates is not handled",
+        "With one pair and extra candidates, the extra candidates are the only negatives: the loss is "
+        "log(1 + sum_j exp(F_aj - F_ap)), not 0, and its gradients are not 0 either. A shortcut that returns "
+        "0 for N = 1, or negatives taken from the batch alone (empty, so NaN from a mean or an empty "
+        "reduction), drops them (the contract page, section 3).",
+        lambda f, dt: "N = 1 with extra candidates" if f["n"] == 1 and f.get("m") else None),
     Predicate(
         "tiny-norm", "Fails only with tiny raw norms",
         "The cases of this group have embeddings of raw norm <= 1e-3 ({example}). The normalisation "
