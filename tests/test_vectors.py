@@ -108,7 +108,7 @@ def test_inputs_and_outputs_do_not_depend_on_numpy_simd_kernels():
     features = _simd_features()
     if not features:
         pytest.skip("NumPy dispatches no SIMD target on this machine: nothing to turn off")
-    names = ["pcl-order63-tiny-kappa", "pcl-mixed-norms"]
+    names = ["pcl-order63-tiny-kappa", "pcl-mixed-norms", "pcl-extra-candidates"]
     code = (
         "import sys, numpy as np\n"
         "from probcon_ref.testing import vectors\n"
@@ -145,11 +145,12 @@ def test_reference_reproduces_the_golden_vectors(name):
     and meets the loss bound.)"""
     case = SHIPPED[name]
     x, want = case.inputs, case.outputs
+    bank = {k: x[k] for k in ("extra_z", "extra_kappa") if k in x}  # the extra candidates, if any
     if case.loss == "pcl":
         args = (x["z1"], x["z2"], x["kappa1"], x["kappa2"])
-        loss, grads = pcl_loss_and_grad(*args)
-        losses = pcl_loss(*args, reduction="none")
-        total = pcl_loss(*args, reduction="sum")
+        loss, grads = pcl_loss_and_grad(*args, **bank)
+        losses = pcl_loss(*args, reduction="none", **bank)
+        total = pcl_loss(*args, reduction="sum", **bank)
         got = dict(zip(("grad_z1", "grad_z2", "grad_kappa1", "grad_kappa2"), grads))
         d = case.d
         kappa = np.concatenate([x["kappa1"], x["kappa2"]])
@@ -162,9 +163,9 @@ def test_reference_reproduces_the_golden_vectors(name):
                                      bound("ratio", "float64") * want["mean_resultant_length"] + 1e-300)
     else:
         tau = case.temperature
-        loss, grads = ntxent_loss_and_grad(x["z1"], x["z2"], temperature=tau)
-        losses = ntxent_loss(x["z1"], x["z2"], temperature=tau, reduction="none")
-        total = ntxent_loss(x["z1"], x["z2"], temperature=tau, reduction="sum")
+        loss, grads = ntxent_loss_and_grad(x["z1"], x["z2"], temperature=tau, **bank)
+        losses = ntxent_loss(x["z1"], x["z2"], temperature=tau, reduction="none", **bank)
+        total = ntxent_loss(x["z1"], x["z2"], temperature=tau, reduction="sum", **bank)
         got = dict(zip(("grad_z1", "grad_z2"), grads))
     rtol, gtol = TOLERANCES["float64"]
     tiny = 4 * np.finfo(np.float64).smallest_subnormal
@@ -192,9 +193,33 @@ def test_golden_special_cases_hold_exactly():
     assert abs(got[0] - lim) <= 4 * EPS * sum(map(abs, terms))
 
 
+def test_golden_cases_with_extra_candidates():
+    """The cases with a bank: each holds its extra candidates as the manifest says, and the bank
+    is what makes their losses (at N = 1, the only negatives; in the confident case, a share
+    from nearly all of a loss down to its last digits)."""
+    with_bank = {name: case for name, case in SHIPPED.items() if case.m}
+    assert set(with_bank) == {"pcl-extra-candidates", "pcl-extra-confident", "pcl-extra-n1",
+                              "ntxent-extra-candidates"}
+    assert all("extra-candidates" in case.regimes for case in with_bank.values())
+    assert not any("extra-candidates" in case.regimes for case in SHIPPED.values() if not case.m)
+    for case in with_bank.values():
+        assert case.inputs["extra_z"].shape == (case.m, case.d)
+        assert ("extra_kappa" in case.inputs) == (case.loss == "pcl")
+    # N = 1: 0 without a bank, exactly; not 0 with one
+    assert np.all(SHIPPED["pcl-extra-n1"].outputs["losses"] > 0)
+    assert np.all(SHIPPED["pcl-extra-n1"].outputs["grad_z1"] != 0)
+    assert np.any(SHIPPED["pcl-extra-candidates"].inputs["extra_kappa"] == 0)
+    x = SHIPPED["pcl-extra-confident"].inputs
+    losses = SHIPPED["pcl-extra-confident"].outputs["losses"]
+    share = 1 - pcl_loss(x["z1"], x["z2"], x["kappa1"], x["kappa2"], reduction="none") / losses
+    assert losses.max() < 1e-40
+    assert np.sum(share > 0.99) == 2 and np.sum((share > 1e-4) & (share < 1e-2)) == 2
+    assert np.sum((share > 1e-14) & (share < TOLERANCES["float64"][0])) == 2  # the last digits
+
+
 def test_cli_writes_the_shipped_set(tmp_path, capsys):
     assert main(["vectors", str(tmp_path / "out")]) == 0
-    assert "wrote 25 golden cases" in capsys.readouterr().out
+    assert f"wrote {len(vectors.CASES)} golden cases" in capsys.readouterr().out
     written = vectors.load(tmp_path / "out")
     assert list(written) == list(SHIPPED)
     for name, case in written.items():
@@ -271,17 +296,19 @@ def _mp_reference():
     return module
 
 
-@pytest.mark.parametrize("name", ["pcl-d3", "pcl-kappa-zero", "pcl-antipodal", "ntxent-basic"])
+@pytest.mark.parametrize("name", ["pcl-d3", "pcl-kappa-zero", "pcl-antipodal", "ntxent-basic",
+                                  "pcl-extra-candidates", "ntxent-extra-candidates"])
 def test_oracle_agrees_with_the_independent_mp_reference(name):
     ref = _mp_reference()
     x = SHIPPED[name].inputs
+    bank = {k: x[k] for k in ("extra_z", "extra_kappa") if k in x}
     if SHIPPED[name].loss == "pcl":
-        r = ref.pcl_loss_and_grad(x["z1"], x["z2"], x["kappa1"], x["kappa2"], "mean")
-        mine = oracle.pcl(x["z1"], x["z2"], x["kappa1"], x["kappa2"])
+        r = ref.pcl_loss_and_grad(x["z1"], x["z2"], x["kappa1"], x["kappa2"], "mean", **bank)
+        mine = oracle.pcl(x["z1"], x["z2"], x["kappa1"], x["kappa2"], **bank)
         keys = ("z1", "z2", "kappa1", "kappa2")
     else:
-        r = ref.ntxent_loss_and_grad(x["z1"], x["z2"], float(x["temperature"]), "mean")
-        mine = oracle.ntxent(x["z1"], x["z2"], temperature=float(x["temperature"]))
+        r = ref.ntxent_loss_and_grad(x["z1"], x["z2"], float(x["temperature"]), "mean", **bank)
+        mine = oracle.ntxent(x["z1"], x["z2"], temperature=float(x["temperature"]), **bank)
         keys = ("z1", "z2")
     # Both are mpmath evaluations (no libm or NumPy arithmetic), so this holds on any machine;
     # one ulp allows the two independent 50-digit values to straddle a float64 tie.
@@ -404,6 +431,43 @@ def test_loader_refuses_an_unexpected_array(golden_copy):
     path = golden_copy / "ntxent-basic.npz"  # a PCL output in an NT-Xent case
     _rewrite_npz(path, grad_kappa1=np.zeros(4))
     _refused(golden_copy, str(path), "unexpected arrays grad_kappa1")
+
+
+def test_loader_refuses_extra_candidates_the_manifest_does_not_declare(golden_copy):
+    path = golden_copy / "pcl-basic.npz"  # a case without extra candidates, given some
+    _rewrite_npz(path, extra_z=np.ones((2, 8)), extra_kappa=np.ones(2))
+    _refused(golden_copy, str(path), "unexpected arrays extra_kappa, extra_z", "no m")
+
+
+def test_loader_checks_the_extra_candidates_against_the_manifest(golden_copy):
+    index = [c.name for c in vectors.CASES].index("pcl-extra-candidates")
+    path = golden_copy / "pcl-extra-candidates.npz"
+    _rewrite_npz(path, extra_kappa=None)
+    _refused(golden_copy, str(path), "missing array extra_kappa", "with m=8 extra candidates")
+    shutil.copy(vectors.shipped_directory() / "pcl-extra-candidates.npz", path)
+    _rewrite_npz(path, extra_z=_arrays(path)["extra_z"][:5])
+    _refused(golden_copy, str(path), "extra_z has shape (5, 8)", "m=8", "(8, 8)")
+    shutil.copy(vectors.shipped_directory() / "pcl-extra-candidates.npz", path)
+    _rewrite_npz(path, extra_kappa=-_arrays(path)["extra_kappa"])
+    _refused(golden_copy, str(path), "extra_kappa holds negative values")
+    shutil.copy(vectors.shipped_directory() / "pcl-extra-candidates.npz", path)
+    _edit_manifest(golden_copy, lambda doc: doc["cases"][index].update(m=0))
+    _refused(golden_copy, str(golden_copy / "manifest.json"), "m (the extra candidates' count) must be")
+
+
+def test_loader_reads_extra_candidates_from_json(golden_copy):
+    for name in ("pcl-extra-n1", "ntxent-extra-candidates"):
+        (golden_copy / f"{name}.npz").unlink()
+    loaded = vectors.load(golden_copy)
+    for name in ("pcl-extra-n1", "ntxent-extra-candidates"):
+        for key, value in SHIPPED[name].inputs.items():
+            # exact: the JSON numbers are the shortest repr of the same float64
+            assert loaded[name].inputs[key].tobytes() == value.tobytes(), (name, key)
+    path = golden_copy / "pcl-extra-n1.json"
+    doc = json.loads(path.read_text())
+    doc["m"] = 4
+    path.write_text(json.dumps(doc))
+    _refused(golden_copy, str(path), "m is 4, the manifest says 3")
 
 
 def test_loader_refuses_a_nan_loss(golden_copy):

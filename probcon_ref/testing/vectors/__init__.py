@@ -6,7 +6,8 @@ and ``NAME.json`` (the same numbers as JSON, each float64 written so that it rea
 exactly), plus ``manifest.json`` and a ``README.md`` that explains the format. The outputs
 (loss, per-anchor losses, every gradient) are computed at 50 significant digits by
 :mod:`probcon_ref.testing.oracle` and rounded to float64 once, so an implementation in any language
-can test itself without Python.
+can test itself without Python. The last few cases hold extra candidates (a memory bank:
+``extra_z`` and, for the PCL, ``extra_kappa``), and their manifest entries say how many (``m``).
 
 The set ships with the package (``probcon_ref/testing/golden``): ``probcon-ref vectors DIR``
 writes it out; ``--recompute`` rebuilds every case's inputs from its seed and evaluates it

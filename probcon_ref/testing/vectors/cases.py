@@ -3,8 +3,11 @@
 Each :class:`CaseSpec` names a loss, the regimes of
 :data:`probcon_ref.testing.regimes.REGIMES` it exercises, a builder of its inputs from a
 :class:`~probcon_ref.testing.vectors.inputs.Stream` and the seed of that stream. Its
-outputs come from the 50-digit oracle (:func:`compute`). A new case takes a new seed; no
-existing case's builder or seed changes, or the shipped files would no longer be rebuilt.
+outputs come from the 50-digit oracle (:func:`compute`). A new case takes a new seed and
+goes at the end; no existing case's builder or seed changes, or the shipped files would no
+longer be rebuilt. A case may hold extra candidates (``extra_z`` and, for the PCL,
+``extra_kappa``: the contract, section :ref:`3 <contract-loss>`), which the oracle puts in
+every anchor's denominator.
 """
 
 from __future__ import annotations
@@ -38,16 +41,18 @@ class CaseSpec:
         keys(*self.regimes)
 
 
-def _pcl(z1, z2, k1, k2):
-    """A PCL case's inputs as float64 arrays."""
-    return {"z1": np.asarray(z1, np.float64), "z2": np.asarray(z2, np.float64),
-            "kappa1": np.asarray(k1, np.float64), "kappa2": np.asarray(k2, np.float64)}
+def _pcl(z1, z2, k1, k2, extra_z=None, extra_kappa=None):
+    """A PCL case's inputs as float64 arrays (with its extra candidates, if it has any)."""
+    out = {"z1": z1, "z2": z2, "kappa1": k1, "kappa2": k2}
+    if extra_z is not None:
+        out.update(extra_z=extra_z, extra_kappa=extra_kappa)
+    return {k: np.asarray(v, np.float64) for k, v in out.items()}
 
 
-def _nt(z1, z2, tau):
-    """An NT-Xent case's inputs as float64 arrays."""
-    return {"z1": np.asarray(z1, np.float64), "z2": np.asarray(z2, np.float64),
-            "temperature": np.asarray(tau, np.float64)}
+def _nt(z1, z2, tau, extra_z=None):
+    """An NT-Xent case's inputs as float64 arrays (with its extra candidates, if it has any)."""
+    out = {"z1": z1, "z2": z2, "temperature": tau, **({} if extra_z is None else {"extra_z": extra_z})}
+    return {k: np.asarray(v, np.float64) for k, v in out.items()}
 
 
 def _random_pcl(n, d):
@@ -171,6 +176,42 @@ def _nt_norms(s):
     return _nt(rows_times_ten_to(k1, scale, [-6, 0, 6]), rows_times_ten_to(k2, scale, [6, -6, 0]), 0.3)
 
 
+def _pcl_bank(n, d, m):
+    """Random views and a bank of ``m`` random directions, moderate kappa; the bank's last
+    concentration is 0."""
+    def build(s):
+        z1, z2 = noisy_pair(s, n, d)
+        k1, k2 = moderate_kappas(s, n), moderate_kappas(s, n)
+        bank, bank_kappa = directions(s, m, d), moderate_kappas(s, m)
+        bank_kappa[-1] = 0.0
+        return _pcl(z1, z2, k1, k2, bank, bank_kappa)
+    return build
+
+
+def _confident_bank(s):
+    """Identical views, kappa 100 to 900, and a bank of 6 random directions, kappa 150 to 300."""
+    # as pcl-confident, with a bank: of its anchors' tiny losses (1e-100 to 1e-40), the bank
+    # makes almost all of two, a share of 1e-3 of two, and a share of 3e-13 of two (the last
+    # digits: an implementation that drops the bank is still within 1e-12 there)
+    z1 = directions(s, 3, 32)
+    bank, bank_kappa = directions(s, 6, 32), to_float(s.integers(6, 12, (6,)), Fraction(25))
+    return _pcl(z1, z1.copy(), [100.0, 250.0, 400.0], [150.0, 700.0, 900.0], bank, bank_kappa)
+
+
+def _n1_bank(s):
+    """One pair and a bank of three: the bank holds its only negatives."""
+    z1, z2 = noisy_pair(s, 1, 5)
+    return _pcl(z1, z2, [3.0], [0.5], directions(s, 3, 5), [1.0, 4.0, 0.25])
+
+
+def _nt_bank(n, d, m, tau):
+    """NT-Xent: random views and a bank of ``m`` random directions at temperature ``tau``."""
+    def build(s):
+        z1, z2 = noisy_pair(s, n, d)
+        return _nt(z1, z2, tau, directions(s, m, d))
+    return build
+
+
 _TINY = (lambda s, n: ([-6] * n, [-6] * n))
 _HUGE = (lambda s, n: ([6] * n, [6] * n))
 # each end in both views, and pairs whose views differ in norm by 1e12
@@ -208,6 +249,16 @@ CASES: tuple[CaseSpec, ...] = (
     CaseSpec("ntxent-mixed-norms", "ntxent", "raw norms 1e-6, 1 and 1e6, temperature 0.3",
              ("tiny-norm", "huge-norm"), _nt_norms, 106),
     CaseSpec("ntxent-n1", "ntxent", "N = 1: loss and gradients 0", ("n1",), _nt_random(1, 3, 0.5), 107),
+    # extra candidates (a memory bank): last, so that the files above stay as they are
+    CaseSpec("pcl-extra-candidates", "pcl", "random batch and a bank of 8 extra candidates, one with kappa = 0",
+             ("random", "extra-candidates", "kappa-zero"), _pcl_bank(4, 8, 8), 19),
+    CaseSpec("pcl-extra-confident", "pcl", "identical views, large kappa and a bank: the bank's share of the "
+             "tiny losses from nearly all of them to their last digits",
+             ("identical", "tiny-loss", "extra-candidates"), _confident_bank, 31),
+    CaseSpec("pcl-extra-n1", "pcl", "N = 1 and a bank of 3: the bank holds the only negatives, the loss is not 0",
+             ("n1", "extra-candidates"), _n1_bank, 20),
+    CaseSpec("ntxent-extra-candidates", "ntxent", "random batch and a bank of 8 extra candidates, temperature 0.2",
+             ("random", "extra-candidates"), _nt_bank(4, 8, 8, 0.2), 108),
 )
 
 _BY_NAME = {c.name: c for c in CASES}
@@ -233,12 +284,13 @@ def compute(name: str, inputs: dict | None = None) -> dict:
 
     spec = case_spec(name)
     x = case_inputs(name) if inputs is None else inputs
+    bank = {k: x[k] for k in ("extra_z", "extra_kappa") if k in x}  # none, or the case's extra candidates
     if spec.loss == "pcl":
-        r = oracle.pcl(x["z1"], x["z2"], x["kappa1"], x["kappa2"])
+        r = oracle.pcl(x["z1"], x["z2"], x["kappa1"], x["kappa2"], **bank)
         extra = {"grad_kappa1": r.grads["kappa1"], "grad_kappa2": r.grads["kappa2"],
                  "log_vmf_normalizer": r.log_c, "mean_resultant_length": r.mean_length}
     else:
-        r = oracle.ntxent(x["z1"], x["z2"], temperature=float(x["temperature"]))
+        r = oracle.ntxent(x["z1"], x["z2"], temperature=float(x["temperature"]), **bank)
         extra = {}
     out = {"loss": np.float64(r.loss), "loss_sum": np.float64(r.loss_sum), "losses": r.losses,
            "grad_z1": r.grads["z1"], "grad_z2": r.grads["z2"], **extra}

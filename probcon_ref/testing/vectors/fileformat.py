@@ -4,7 +4,8 @@ a set is read into.
 A set is a directory with ``manifest.json`` (the format, the version, the conventions in
 words and one entry per case), a ``README.md`` and, for every case, ``NAME.npz`` (plain
 float64 arrays) and ``NAME.json`` (the same numbers as JSON, each float64 written so that it
-reads back exactly).
+reads back exactly). A case with extra candidates has ``m`` (their count M) in its manifest
+entry and its JSON file, and holds the inputs of :data:`EXTRA_INPUTS` too.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from importlib import resources
 import numpy as np
 
 __all__ = ["FORMAT", "VERSION", "PCL_INPUTS", "PCL_OUTPUTS", "NTXENT_INPUTS", "NTXENT_OUTPUTS", "LOSSES",
-           "GoldenCase", "GoldenVectorError", "shape_of", "FLOAT64", "shipped_directory"]
+           "EXTRA_INPUTS", "GoldenCase", "GoldenVectorError", "shape_of", "FLOAT64", "shipped_directory"]
 
 FORMAT = "probcon-ref golden vectors"
 VERSION = 1
@@ -28,17 +29,20 @@ NTXENT_OUTPUTS = ("loss", "loss_sum", "losses", "grad_z1", "grad_z2")
 
 
 LOSSES = {"pcl": (PCL_INPUTS, PCL_OUTPUTS), "ntxent": (NTXENT_INPUTS, NTXENT_OUTPUTS)}
-# the shape of every array, from the case's N and d
+#: The inputs of a case with extra candidates, besides its loss's: by loss.
+EXTRA_INPUTS = {"pcl": ("extra_z", "extra_kappa"), "ntxent": ("extra_z",)}
+# the shape of every array, from the case's N, d and M
 _SHAPES = {"z1": "nd", "z2": "nd", "grad_z1": "nd", "grad_z2": "nd",
            "kappa1": "n", "kappa2": "n", "grad_kappa1": "n", "grad_kappa2": "n",
            "losses": "2n", "log_vmf_normalizer": "2n", "mean_resultant_length": "2n",
-           "temperature": "", "loss": "", "loss_sum": ""}
+           "temperature": "", "loss": "", "loss_sum": "", "extra_z": "md", "extra_kappa": "m"}
 FLOAT64 = np.dtype("<f8")  # as the format stores it: little-endian IEEE double
 
 
-def shape_of(key: str, n: int, d: int) -> tuple:
-    """The shape of array ``key`` in a case of ``n`` pairs in dimension ``d``."""
-    return {"nd": (n, d), "n": (n,), "2n": (2 * n,), "": ()}[_SHAPES[key]]
+def shape_of(key: str, n: int, d: int, m: int = 0) -> tuple:
+    """The shape of array ``key`` in a case of ``n`` pairs in dimension ``d`` (with ``m`` extra
+    candidates)."""
+    return {"nd": (n, d), "n": (n,), "2n": (2 * n,), "": (), "md": (m, d), "m": (m,)}[_SHAPES[key]]
 
 
 
@@ -54,6 +58,12 @@ class GoldenCase:
     description: str
     inputs: dict
     outputs: dict
+
+    @property
+    def m(self) -> int:
+        """The number of extra candidates (0 for a case without them)."""
+        extra = self.inputs.get("extra_z")
+        return 0 if extra is None else int(extra.shape[0])
 
     @property
     def temperature(self) -> float | None:

@@ -13,8 +13,8 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 
-from .fileformat import (FLOAT64, FORMAT, LOSSES, VERSION, GoldenCase, GoldenVectorError, shape_of,
-                         shipped_directory)
+from .fileformat import (EXTRA_INPUTS, FLOAT64, FORMAT, LOSSES, VERSION, GoldenCase, GoldenVectorError,
+                         shape_of, shipped_directory)
 
 __all__ = ["load"]
 
@@ -66,6 +66,9 @@ def _check_meta(path, i: int, meta, seen: set) -> str:
         raise GoldenVectorError(path, f"{where}: regimes must be a list of strings")
     if not isinstance(meta["description"], str):
         raise GoldenVectorError(path, f"{where}: description must be a string")
+    if "m" in meta and not (_is_int(meta["m"]) and meta["m"] >= 1):
+        raise GoldenVectorError(path, f"{where}: m (the extra candidates' count) must be an integer >= 1, "
+                                      f"got m={meta['m']!r}")
     if meta["loss"] == "ntxent":
         t = meta.get("temperature")
         if not (isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t > 0):
@@ -125,7 +128,7 @@ def _read_json_arrays(path, meta) -> dict:
         raise GoldenVectorError(path, f"cannot be read as JSON ({type(exc).__name__}: {exc})") from exc
     if not isinstance(doc, dict) or not all(isinstance(doc.get(g), dict) for g in ("inputs", "outputs")):
         raise GoldenVectorError(path, "needs the objects 'inputs' and 'outputs'")
-    for key in ("format", "version", "name", "loss", "n", "d"):
+    for key in ("format", "version", "name", "loss", "n", "d", "m"):
         want = {"format": FORMAT, "version": VERSION}.get(key, meta.get(key))
         if doc.get(key) != want:
             raise GoldenVectorError(path, f"{key} is {doc.get(key)!r}, the manifest says {want!r}")
@@ -145,29 +148,34 @@ def _read_json_arrays(path, meta) -> dict:
 def _check_arrays(path, meta, arrays: dict) -> tuple[dict, dict]:
     """Split ``arrays`` into inputs and outputs after checking them against ``meta``."""
     input_keys, output_keys = LOSSES[meta["loss"]]
-    n, d = meta["n"], meta["d"]
+    n, d, m = meta["n"], meta["d"], meta.get("m", 0)
+    kind = f"a {meta['loss']} case" + (f" with m={m} extra candidates" if m else "")
+    if m:
+        input_keys = input_keys + EXTRA_INPUTS[meta["loss"]]
     missing = [k for k in (*input_keys, *output_keys) if k not in arrays]
     if missing:
         raise GoldenVectorError(path, f"missing {'array' if len(missing) == 1 else 'arrays'} "
-                                      f"{', '.join(missing)} (a {meta['loss']} case holds "
+                                      f"{', '.join(missing)} ({kind} holds "
                                       f"{', '.join((*input_keys, *output_keys))})")
     extra = sorted(set(arrays) - {*input_keys, *output_keys})
     if extra:
-        raise GoldenVectorError(path, f"unexpected arrays {', '.join(extra)} for a {meta['loss']} case")
+        bank = not m and set(extra) & {"extra_z", "extra_kappa"}
+        hint = " (the manifest gives it no m: no extra candidates)" if bank else ""
+        raise GoldenVectorError(path, f"unexpected arrays {', '.join(extra)} for {kind}{hint}")
     for key, a in arrays.items():
         if a.dtype != FLOAT64:
             raise GoldenVectorError(path, f"{key} is stored as {a.dtype} ({a.dtype.str}); the format stores "
                                           "little-endian float64 only")
-        want = shape_of(key, n, d)
+        want = shape_of(key, n, d, m)
         if a.shape != want:
-            raise GoldenVectorError(path, f"{key} has shape {a.shape}, the manifest's n={n}, d={d} "
-                                          f"make it {want}")
+            raise GoldenVectorError(path, f"{key} has shape {a.shape}, the manifest's n={n}, d={d}"
+                                          + (f", m={m}" if m else "") + f" make it {want}")
         if not np.all(np.isfinite(a)):
             raise GoldenVectorError(path, f"{key} holds {int(np.sum(~np.isfinite(a)))} non-finite value(s)")
-    for key in ("z1", "z2"):
-        if np.any(np.all(arrays[key] == 0, axis=1)):
+    for key in ("z1", "z2", "extra_z"):
+        if key in arrays and np.any(np.all(arrays[key] == 0, axis=1)):
             raise GoldenVectorError(path, f"{key} has a zero-norm row")
-    for key in ("kappa1", "kappa2", "losses"):
+    for key in ("kappa1", "kappa2", "extra_kappa", "losses"):
         if key in arrays and np.any(arrays[key] < 0):
             raise GoldenVectorError(path, f"{key} holds negative values")
     if meta["loss"] == "ntxent" and float(arrays["temperature"]) != meta["temperature"]:
@@ -183,8 +191,10 @@ def load(directory=None, names=None) -> dict[str, GoldenCase]:
 
     Each case comes from its ``.npz`` file, or from its ``.json`` file where there is no
     ``.npz`` (a set written with ``--format json``). Every case must hold exactly the arrays
-    of its loss, as little-endian float64, finite, with the shapes the manifest's ``n`` and
-    ``d`` give; names must be unique and file names inside ``directory``. Anything else is a
+    of its loss (with ``extra_z`` and, for the PCL, ``extra_kappa`` where the manifest gives
+    it ``m`` extra candidates, and without them where it does not), as little-endian
+    float64, finite, with the shapes the manifest's ``n``, ``d`` and ``m`` give; names must
+    be unique and file names inside ``directory``. Anything else is a
     :class:`GoldenVectorError` that names the file and the problem. ``names`` selects cases
     (each must exist).
     """

@@ -22,9 +22,11 @@ __all__ = ["write"]
 def _meta(spec: CaseSpec, inputs: dict) -> dict:
     """The manifest's entry of a case."""
     n, d = inputs["z1"].shape
-    meta = {"name": spec.name, "loss": spec.loss, "n": int(n), "d": int(d),
-            "regimes": list(spec.regimes), "description": spec.description,
-            "reduction": "mean", "npz": f"{spec.name}.npz", "json": f"{spec.name}.json"}
+    meta = {"name": spec.name, "loss": spec.loss, "n": int(n), "d": int(d)}
+    if "extra_z" in inputs:  # a case without extra candidates has no m
+        meta["m"] = int(inputs["extra_z"].shape[0])
+    meta.update({"regimes": list(spec.regimes), "description": spec.description,
+                 "reduction": "mean", "npz": f"{spec.name}.npz", "json": f"{spec.name}.json"})
     if spec.loss == "ntxent":
         meta["temperature"] = float(inputs["temperature"])
     return meta
@@ -80,6 +82,10 @@ def _manifest(metas: list[dict]) -> dict:
             "gradients": "of loss (the mean); the gradients of loss_sum are 2N times these",
             "pcl_logits": "F_ab = log C_d(kappa_b) + kappa_b cos(z_a, z_b), b != a",
             "ntxent_logits": "F_ab = cos(z_a, z_b) / temperature, b != a",
+            "extra_candidates": "a case with m holds m extra candidates, extra_z (and extra_kappa for the PCL), "
+                                "which are not anchors: they join every anchor's denominator with the logits "
+                                "above, z_b and kappa_b being extra_z[j] and extra_kappa[j] for b = 2N + j; the "
+                                "positive stays in the batch, and no gradient with respect to them is stored",
         },
         "cases": metas,
     }
