@@ -195,7 +195,7 @@ def test_changelog_has_themes_and_no_commit_hashes():
     text = CHANGELOG.read_text(encoding="utf-8")
     themes = re.findall(r"^## (.+)$", text, re.M)
     for theme in ("The reference and its accuracy", "Special functions",
-                  "Validation tools and golden vectors", "PyTorch and CuPy integrations",
+                  "Validation tools and golden vectors", "PyTorch, JAX and CuPy integrations",
                   "Packaging", "Documentation"):
         assert theme in themes, theme
     assert not re.search(r"\b[0-9a-f]{7,40}\b", text), "no commit hashes"

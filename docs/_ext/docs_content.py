@@ -242,12 +242,18 @@ def regimes_table() -> str:
     def names(cases):
         return ", ".join(f"`{c}`" for c in cases) or "none"
 
+    def in_battery(loss, key):
+        """The battery's cases of regime ``key``, or, for a regime only extra candidates give, all."""
+        plain = [c.name for c in battery(loss) if key in c.tags]
+        if plain or not all(key in c.tags for c in battery(loss, extra_candidates=True)):
+            return names(plain)
+        return "every case, with `--extra-candidates`"
+
     rows = []
     for r in regimes.REGIMES:
         rows.append([f"`{r.key}`", r.description, contract_link(r.section),
                      ", ".join({"pcl": "PCL", "ntxent": "NT-Xent"}[x] for x in r.losses) if r.required else "",
-                     names(c.name for c in battery("pcl") if r.key in c.tags),
-                     names(c.name for c in battery("ntxent") if r.key in c.tags),
+                     in_battery("pcl", r.key), in_battery("ntxent", r.key),
                      names(c.name for c in vectors.CASES if r.key in c.regimes)])
     return _table(["regime", "what holds there", "contract section", "required for", "validate, PCL",
                    "validate, NT-Xent", "golden vectors"], rows)
