@@ -87,14 +87,15 @@ def forward_and_loss(loss: str, encoder, d: int):
     raise ValueError(f"unknown training-step loss {loss!r} (known: {', '.join(STEP_LOSSES)})")
 
 
-def _stepper(fn, encoder, batch):
-    """One training step without the update: the gradients cleared, ``fn`` forward, backward."""
-    params = list(encoder.parameters())
+def _stepper(fn, leaves, args):
+    """One training step without the update: the gradients of ``leaves`` cleared, ``fn(*args)``
+    forward, backward; it returns the loss."""
+    leaves = list(leaves)
 
     def step():
-        for p in params:
+        for p in leaves:
             p.grad = None
-        loss = fn(*batch)
+        loss = fn(*args)
         loss.backward()
         return loss
 
@@ -109,7 +110,7 @@ def step_case(loss: str, compiled: bool, n2: int, d: int, backend: str = "induct
     fn = forward_and_loss(loss, encoder, d)
     if compiled:
         fn = torch.compile(fn, fullgraph=True, backend=backend)
-    return _stepper(fn, encoder, batch)
+    return _stepper(fn, encoder.parameters(), batch)
 
 
 def step_name(loss: str, compiled: bool) -> str:
@@ -147,9 +148,9 @@ def step_results(n2: int, d: int, repeats: int, backend: str, dtype: str = "floa
         encoder, batch = _encoder_and_batch(n2, d, dtype)
         fn = forward_and_loss(loss, encoder, d)
         explained = torch._dynamo.explain(fn)(*batch)  # resets Dynamo before and after
-        cases[step_name(loss, False)] = _stepper(fn, encoder, batch)
+        cases[step_name(loss, False)] = _stepper(fn, encoder.parameters(), batch)
         torch._dynamo.reset()
-        step = _stepper(torch.compile(fn, fullgraph=True, backend=backend), encoder, batch)
+        step = _stepper(torch.compile(fn, fullgraph=True, backend=backend), encoder.parameters(), batch)
         out[step_name(loss, True)] = {"first_call_s": _first_call_seconds(step),
                                       "graph_count": int(explained.graph_count),
                                       "graph_break_count": int(explained.graph_break_count)}
@@ -204,14 +205,7 @@ def bank_case(case: str, n2: int, d: int, m: int, dtype: str = "float32"):
         def criterion(z1, z2):
             return baselines.autograd_ntxent_with_queue(z1, z2, bank.directions, TEMPERATURE)
 
-    def call():
-        for leaf in used:
-            leaf.grad = None
-        value = criterion(*used)
-        value.backward()
-        return value
-
-    return call
+    return _stepper(criterion, used, used)
 
 
 def bank_results(n2: int, d: int, m: int, repeats: int, dtype: str = "float32") -> dict:
