@@ -141,9 +141,7 @@ def _ntxent_kind_loss(inputs, extra, options: Options, reduction: str):
 def _ntxent_kind_loss_and_grad(inputs, extra, options: Options, **how):
     """A learnable temperature's derivative is the reference's ``dL/dtau`` (``temperature_grad``)."""
     args, keywords = _ntxent_arguments(inputs, extra, options)
-    learnable = len(inputs) == 3
-    value, g = _ntxent_loss_and_grad(*args, **how, temperature_grad=learnable, **keywords) if learnable \
-        else _ntxent_loss_and_grad(*args, **how, **keywords)
+    value, g = _ntxent_loss_and_grad(*args, **how, temperature_grad=len(inputs) == 3, **keywords)
     return value, tuple(g)
 
 

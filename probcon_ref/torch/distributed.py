@@ -381,7 +381,7 @@ def _group_name(group) -> str:
     return name
 
 
-def _kind(loss_and_grad, input_names, times_world_size: bool) -> Kind:
+def _kind(loss_and_grad, times_world_size: bool) -> Kind:
     """The global loss as a kind of the operator; ``times_world_size``: the gradient is
     multiplied by the group's size, for ``DistributedDataParallel``, which averages the
     parameters' gradients over the processes."""
@@ -400,8 +400,8 @@ def _kind(loss_and_grad, input_names, times_world_size: bool) -> Kind:
 
 
 for _ddp in (False, True):
-    register_kind("pcl-distributed" + "-ddp" * _ddp, _kind(pcl_loss_and_grad, _INPUT_NAMES[_PCL], _ddp))
-    register_kind("ntxent-distributed" + "-ddp" * _ddp, _kind(ntxent_loss_and_grad, _INPUT_NAMES[_NTXENT], _ddp))
+    register_kind("pcl-distributed" + "-ddp" * _ddp, _kind(pcl_loss_and_grad, _ddp))
+    register_kind("ntxent-distributed" + "-ddp" * _ddp, _kind(ntxent_loss_and_grad, _ddp))
 
 
 def _differentiable(kind: str, code: int, inputs, validate, reduction, block_size, temperature, group,
