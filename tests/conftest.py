@@ -191,6 +191,21 @@ def one_torch_thread():
 
 
 @pytest.fixture
+def torch(one_torch_thread):
+    """PyTorch, one thread; a skip (a failure where required) without it."""
+    return require("torch-cpu")
+
+
+@pytest.fixture
+def T():
+    """``probcon_ref.torch``; a skip (a failure where required) without PyTorch."""
+    require("torch-cpu")
+    import probcon_ref.torch as T
+
+    return T
+
+
+@pytest.fixture
 def target(request) -> Live:
     """One declared backend x device x compute dtype, available here (else skip or fail)."""
     return Live(request.param)

@@ -23,19 +23,6 @@ def device(request):
     return request.param
 
 
-@pytest.fixture
-def torch(one_torch_thread):
-    return require("torch-cpu")
-
-
-@pytest.fixture
-def T():
-    require("torch-cpu")
-    import probcon_ref.torch as T
-
-    return T
-
-
 def batch(torch, device, dtype, *, n=5, d=6, seed=0, requires_grad=True):
     rng = np.random.default_rng(seed)
     z1 = rng.normal(size=(n, d)) * rng.lognormal(0.0, 1.0, size=(n, 1))

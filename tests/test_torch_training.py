@@ -23,21 +23,6 @@ import pytest
 
 import probcon_ref as pr
 
-from conftest import require
-
-
-@pytest.fixture
-def torch(one_torch_thread):
-    return require("torch-cpu")
-
-
-@pytest.fixture
-def T():
-    require("torch-cpu")
-    import probcon_ref.torch as T
-
-    return T
-
 
 def views(torch, n=6, d=5, seed=0, dtype=None):
     g = torch.Generator().manual_seed(seed)
